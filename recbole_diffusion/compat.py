@@ -1,0 +1,186 @@
+"""Repairs that let RecBole 1.2.1 run on numpy 2, pandas 3 and torch >= 2.6.
+
+``apply()`` runs once when :mod:`recbole_diffusion` is imported. Each repair is small, targeted and covered by
+``tests/test_compat.py``:
+
+* numpy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_`` and ``np.bool8``; RecBole's
+  ``Config.compatibility_settings`` reads the first three, so every ``Config()`` raised AttributeError.
+* pandas 3 (copy-on-write) turns ``df[col].fillna(..., inplace=True)`` into a silent no-op. RecBole's
+  ``Dataset._fill_nan`` then leaves NaN in token and float columns, and ``Dataset._load_feat`` crashes on an empty
+  cell of a ``token_seq``/``float_seq`` column. pandas 3 also made ``Series.agg(len)`` return the length of the
+  Series instead of each cell's length; RecBole relies on the latter for every ``token_seq``/``float_seq``
+  field (remapping, normalisation, discretisation, benchmark-file item_length), which crashed or gave every row
+  the same wrong length. Dataset construction now runs with the per-cell meaning.
+* torch >= 2.6 loads checkpoints with ``weights_only=True``; RecBole pickled the whole ``Config`` object into each
+  checkpoint, so ``Trainer.evaluate(load_best_model=True)`` and ``Trainer.resume_checkpoint`` raised
+  UnpicklingError. Checkpoints now hold the configuration as plain data and are written with torch's default
+  pickle protocol (RecBole's protocol 4 emits FRAME opcodes that the weights-only unpickler rejects), so they load
+  with ``weights_only=True``.
+* A distributed run on the CPU (gloo backend, see :class:`recbole_diffusion.Config`) needs
+  ``DistributedDataParallel`` without ``device_ids``; RecBole always passes ``device_ids=[local_rank]``.
+* ``recbole.quick_start`` imports ray at module level (which needs ``pkg_resources`` and ``np.bool8``); the plugin
+  never imports it and has its own quick start.
+"""
+
+import contextlib
+import enum
+import functools
+import types
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+_REMOVED_NUMPY_ALIASES = {
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+}
+
+_applied = False
+
+
+def restore_numpy_aliases():
+    """Give numpy 2 back the aliases that RecBole 1.2.1 (and ray 2.6) still use."""
+    for name, value in _REMOVED_NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+def plain_data(value):
+    """Convert a configuration value to types that ``torch.load(weights_only=True)`` accepts."""
+    if isinstance(value, dict):
+        return {str(key): plain_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [plain_data(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, np.generic):  # before the plain types: np.float64 is a float subclass
+        return value.item()
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return str(value)
+
+
+def checkpoint_state(trainer, epoch):
+    """The content of a RecBole trainer checkpoint, with the config stored as plain data."""
+    return {
+        "config": plain_data(trainer.config.final_config_dict),
+        "config_overrides": plain_data(trainer.config.external_config_dict),
+        "epoch": epoch,
+        "cur_step": trainer.cur_step,
+        "best_valid_score": float(trainer.best_valid_score),
+        "state_dict": trainer.model.state_dict(),
+        "other_parameter": trainer.model.other_parameter(),
+        "optimizer": trainer.optimizer.state_dict(),
+    }
+
+
+def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+    """Replacement of ``Trainer._save_checkpoint`` that writes a weights-only loadable checkpoint."""
+    from recbole.utils import set_color
+
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    torch.save(checkpoint_state(self, epoch), saved_model_file)
+    if verbose:
+        self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+
+def _fill_nan(self):
+    """Replacement of ``Dataset._fill_nan`` that assigns the filled columns instead of filling a copy in place."""
+    from recbole.utils import FeatureType, set_color
+
+    self.logger.debug(set_color("Filling nan", "green"))
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(
+                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                )
+
+
+def _read_csv_with_empty_sequences(*args, **kwargs):
+    """``pd.read_csv`` for RecBole's ``_load_feat``: empty ``*_seq`` cells become '' instead of NaN.
+
+    ``_load_feat`` reads columns named ``field:type`` and then fills empty sequence cells with an in-place
+    ``fillna`` that pandas 3 ignores; filling them here gives the behaviour RecBole intended.
+    """
+    frame = pd.read_csv(*args, **kwargs)
+    sequence_columns = [column for column in frame.columns if str(column).endswith("_seq")]
+    if sequence_columns:
+        frame[sequence_columns] = frame[sequence_columns].fillna("")
+    return frame
+
+
+@contextlib.contextmanager
+def _per_cell_length_aggregation():
+    """Within the block, ``Series.agg(len)`` gives each cell's length (pandas < 3 behaviour RecBole relies on)."""
+    original_agg = pd.Series.agg
+
+    def agg(series, func=None, *args, **kwargs):
+        if func is len:
+            return series.map(len)
+        return original_agg(series, func, *args, **kwargs)
+
+    pd.Series.agg = agg
+    try:
+        yield
+    finally:
+        pd.Series.agg = original_agg
+
+
+def _with_per_cell_length_aggregation(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _per_cell_length_aggregation():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
+def _pandas_for_recbole_dataset():
+    """A stand-in for the ``pd`` name inside ``recbole.data.dataset.dataset`` with the repaired ``read_csv``."""
+    module = types.ModuleType("pandas", "pandas with empty sequence cells read as ''")
+    module.__dict__.update(pd.__dict__)
+    module.read_csv = _read_csv_with_empty_sequences
+    return module
+
+
+def _distributed_data_parallel(module, device_ids=None, **kwargs):
+    """``DistributedDataParallel`` that drops RecBole's ``device_ids`` for a module on the CPU."""
+    if all(parameter.device.type == "cpu" for parameter in module.parameters()):
+        device_ids = None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **kwargs)
+
+
+def apply():
+    """Apply every repair once; later calls do nothing."""
+    global _applied
+    if _applied:
+        return
+    restore_numpy_aliases()
+
+    import recbole.data.dataset.dataset as dataset_module
+    import recbole.trainer.trainer as trainer_module
+
+    dataset_module.Dataset._fill_nan = _fill_nan
+    # The one remaining chained in-place fillna in _load_feat is harmless now (its cells are already filled).
+    warnings.filterwarnings(
+        "ignore", category=pd.errors.ChainedAssignmentError, module=r"recbole\.data\.dataset\.dataset"
+    )
+    dataset_module.pd = _pandas_for_recbole_dataset()
+    dataset_module.Dataset.__init__ = _with_per_cell_length_aggregation(dataset_module.Dataset.__init__)
+    trainer_module.Trainer._save_checkpoint = _save_checkpoint
+    trainer_module.DistributedDataParallel = _distributed_data_parallel
+    _applied = True

@@ -1,0 +1,82 @@
+"""Network pieces shared by the plugin's models: a causal Transformer sequence encoder and step embeddings."""
+
+import math
+
+import torch
+from recbole.model.layers import TransformerEncoder
+from torch import nn
+
+
+class CausalSequenceEncoder(nn.Module):
+    """SASRec's encoder: item + learned position embeddings, LayerNorm, dropout, causal Transformer blocks.
+
+    ``forward(item_seq, item_embeddings)`` returns the hidden state of every position, ``[batch, length, hidden]``;
+    padded positions (item id 0) never serve as keys.
+    """
+
+    def __init__(
+        self,
+        max_seq_length,
+        hidden_size,
+        n_layers,
+        n_heads,
+        inner_size,
+        hidden_dropout_prob,
+        attn_dropout_prob,
+        hidden_act,
+        layer_norm_eps,
+    ):
+        super().__init__()
+        self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.transformer = TransformerEncoder(
+            n_layers=n_layers,
+            n_heads=n_heads,
+            hidden_size=hidden_size,
+            inner_size=inner_size,
+            hidden_dropout_prob=hidden_dropout_prob,
+            attn_dropout_prob=attn_dropout_prob,
+            hidden_act=hidden_act,
+            layer_norm_eps=layer_norm_eps,
+        )
+
+    @staticmethod
+    def attention_mask(item_seq):
+        """Additive mask ``[batch, 1, length, length]``: 0 where position i may attend to j <= i, else -10000."""
+        length = item_seq.size(1)
+        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=item_seq.device))
+        allowed = (item_seq > 0)[:, None, None, :] & causal
+        return torch.where(allowed, 0.0, -10000.0)
+
+    def forward(self, item_seq, item_embeddings):
+        positions = torch.arange(item_seq.size(1), device=item_seq.device).expand_as(item_seq)
+        hidden = self.dropout(self.layer_norm(item_embeddings + self.position_embedding(positions)))
+        return self.transformer(hidden, self.attention_mask(item_seq), output_all_encoded_layers=False)[-1]
+
+
+def sinusoidal_embedding(timesteps, dim, max_period=10000.0):
+    """Transformer-style sinusoidal embedding ``[sin(t f_i), cos(t f_i)]`` of integer steps, shape [batch, dim].
+
+    Frequencies ``f_i = max_period ** (-i / (dim/2 - 1))`` for ``i = 0 .. dim/2 - 1``, as in DreamRec's code.
+    """
+    if dim % 2 or dim < 4:
+        raise ValueError(f"sinusoidal_embedding: dim must be even and >= 4, got {dim}")
+    half = dim // 2
+    frequencies = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=timesteps.device, dtype=torch.float32) / (half - 1)
+    )
+    angles = timesteps.float()[:, None] * frequencies[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class StepEmbedding(nn.Module):
+    """Diffusion step embedding: sinusoidal features, then Linear(d, 2d), GELU, Linear(2d, d)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, timesteps):
+        return self.mlp(sinusoidal_embedding(timesteps, self.dim))

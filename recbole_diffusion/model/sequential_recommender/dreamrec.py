@@ -1,0 +1,138 @@
+"""DreamRec.
+
+Reference:
+    Zhengyi Yang, Jiancan Wu, Zhicai Wang, Xiang Wang, Yancheng Yuan, Xiangnan He.
+    "Generate What You Prefer: Reshaping Sequential Recommendation via Guided Diffusion." NeurIPS 2023.
+    Official code: YangZhengyi98/DreamRec.
+
+A Transformer encodes the history into the guidance ``c``. The target item's embedding ``e_0`` is noised to
+``e_t``, and a denoiser predicts ``e_0`` from ``[e_t, c, step embedding]`` (MSE loss, no negative sampling).
+With probability ``p_uncond`` the guidance is replaced by a learned null vector, so that inference can mix
+conditional and unconditional predictions (classifier-free guidance, weight ``w``). Inference runs the reverse
+chain from Gaussian noise and ranks all items by inner product with the generated "oracle" embedding.
+
+Config keys (defaults and comments in ``properties/model/DreamRec.yaml``):
+    hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
+    layer_norm_eps, initializer_range, denoiser_type, diffusion_steps, beta_schedule, beta_start, beta_end,
+    p_uncond, guidance_weight, inference_steps, ddim_eta.
+
+Differences from the official code: the encoder is RecBole's SASRec block (post-LayerNorm, FFN by linear layers)
+with the official size (1 layer, 1 head, FFN width = hidden size); dropout is off at inference (the official code
+never calls ``model.eval()``); the padding item is never recommended.
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.diffusion import GaussianDiffusion, guided_output, make_betas
+from recbole_diffusion.model.layers import CausalSequenceEncoder, StepEmbedding
+from recbole_diffusion.utils import register_model
+
+DENOISER_TYPES = ("mlp1", "mlp2")
+
+
+@register_model
+class DreamRec(SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        self.initializer_range = config["initializer_range"]
+        self.p_uncond = config["p_uncond"]
+        self.guidance_weight = config["guidance_weight"]
+        self.inference_steps = config["inference_steps"]
+        self.ddim_eta = config["ddim_eta"]
+        denoiser_type = config["denoiser_type"]
+        if denoiser_type not in DENOISER_TYPES:
+            raise ValueError(f"denoiser_type must be one of {DENOISER_TYPES}, got {denoiser_type!r}")
+        if not 0.0 <= self.p_uncond < 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.encoder = CausalSequenceEncoder(
+            max_seq_length=self.max_seq_length,
+            hidden_size=self.hidden_size,
+            n_layers=config["n_layers"],
+            n_heads=config["n_heads"],
+            inner_size=config["inner_size"],
+            hidden_dropout_prob=config["hidden_dropout_prob"],
+            attn_dropout_prob=config["attn_dropout_prob"],
+            hidden_act=config["hidden_act"],
+            layer_norm_eps=config["layer_norm_eps"],
+        )
+        self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
+        self.step_embedding = StepEmbedding(self.hidden_size)
+        denoiser_input = 3 * self.hidden_size
+        if denoiser_type == "mlp1":
+            self.denoiser = nn.Linear(denoiser_input, self.hidden_size)
+        else:
+            self.denoiser = nn.Sequential(
+                nn.Linear(denoiser_input, 2 * self.hidden_size), nn.GELU(), nn.Linear(2 * self.hidden_size, self.hidden_size)
+            )
+        betas = make_betas(
+            config["beta_schedule"],
+            config["diffusion_steps"],
+            **({"beta_start": config["beta_start"], "beta_end": config["beta_end"]}
+               if config["beta_schedule"] == "linear" else {}),
+        )
+        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.apply(self._init_weights)
+        nn.init.normal_(self.item_embedding.weight, std=1.0)
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+
+    def forward(self, item_seq, item_seq_len):
+        """The guidance ``c``: the encoder state at the last item of each history, ``[batch, hidden]``."""
+        hidden = self.encoder(item_seq, self.item_embedding(item_seq))
+        return self.gather_indexes(hidden, item_seq_len - 1)
+
+    def denoise(self, noisy_embedding, guidance, timesteps):
+        """Predict the clean target embedding from ``[e_t, c, step embedding]``."""
+        features = torch.cat([noisy_embedding, guidance, self.step_embedding(timesteps)], dim=-1)
+        return self.denoiser(features)
+
+    def calculate_loss(self, interaction):
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        unconditional = torch.rand(guidance.size(0), device=guidance.device) < self.p_uncond
+        guidance = torch.where(unconditional[:, None], self.null_guidance.expand_as(guidance), guidance)
+        target_embedding = self.item_embedding(interaction[self.POS_ITEM_ID])
+        timesteps = self.diffusion.sample_timesteps(target_embedding.size(0), target_embedding.device)
+        noisy_embedding = self.diffusion.q_sample(target_embedding, timesteps)
+        return F.mse_loss(self.denoise(noisy_embedding, guidance, timesteps), target_embedding)
+
+    @torch.no_grad()
+    def generate(self, guidance):
+        """Run the guided reverse chain (DDPM, or DDIM with ``inference_steps``) to the oracle item embedding."""
+        null_guidance = self.null_guidance.expand_as(guidance)
+
+        def guided_denoiser(noisy_embedding, timesteps):
+            conditional = self.denoise(noisy_embedding, guidance, timesteps)
+            unconditional = self.denoise(noisy_embedding, null_guidance, timesteps)
+            return guided_output(conditional, unconditional, self.guidance_weight)
+
+        return self.diffusion.sample(
+            guided_denoiser,
+            guidance.shape,
+            guidance.device,
+            num_inference_steps=self.inference_steps,
+            eta=self.ddim_eta,
+        )
+
+    def predict(self, interaction):
+        oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        return (oracle * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        return oracle @ self.item_embedding.weight.t()

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny synthetic RecBole datasets and a fast configuration.
+
+``markov``: every user walks a fixed random permutation of the items (item_{k+1} = next[item_k]) from a random
+start, so the next item is fully determined by the last one: a sequential model must reach a high HR@10.
+``random``: every item is drawn uniformly and independently, so no model can beat chance (HR@10 = 10 / n_items);
+a model that does has seen the target.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+N_USERS = 300
+N_ITEMS = 60
+SEQUENCE_LENGTH = 12
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def write_atomic_inter(folder, name, sequences):
+    """Write ``{user: [items in order]}`` as ``<folder>/<name>/<name>.inter`` with per-user timestamps."""
+    dataset_dir = Path(folder) / name
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user, items in sequences.items():
+        lines += [f"u{user}\ti{item}\t{position}" for position, item in enumerate(items, start=1)]
+    (dataset_dir / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    return dataset_dir
+
+
+def markov_sequences(seed=0):
+    rng = np.random.default_rng(seed)
+    successor = rng.permutation(N_ITEMS)
+    sequences = {}
+    for user in range(N_USERS):
+        item = int(rng.integers(N_ITEMS))
+        walk = [item]
+        for _ in range(SEQUENCE_LENGTH - 1):
+            item = int(successor[item])
+            walk.append(item)
+        sequences[user] = walk
+    return sequences
+
+
+def random_sequences(seed=0):
+    rng = np.random.default_rng(seed)
+    return {user: rng.integers(N_ITEMS, size=SEQUENCE_LENGTH).tolist() for user in range(N_USERS)}
+
+
+@pytest.fixture(autouse=True)
+def isolated_argv(monkeypatch):
+    """RecBole's Config reads every --key=value of sys.argv; pytest's own flags must not leak into it."""
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+
+
+@pytest.fixture(scope="session")
+def data_path(tmp_path_factory):
+    """A folder with the ``markov`` and ``random`` datasets."""
+    folder = tmp_path_factory.mktemp("datasets")
+    write_atomic_inter(folder, "markov", markov_sequences())
+    write_atomic_inter(folder, "random", random_sequences())
+    return str(folder)
+
+
+@pytest.fixture
+def tiny_config(data_path, tmp_path):
+    """Fast settings shared by the tests: small models, few epochs, leave-one-out full-sort evaluation."""
+    return {
+        "data_path": data_path,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "metrics": ["Hit", "NDCG"],
+        "topk": [10],
+        "valid_metric": "Hit@10",
+        "show_progress": False,
+        "state": "WARNING",
+        "seed": 2020,
+        "reproducibility": True,
+        "epochs": 1,
+        "train_batch_size": 256,
+        "eval_batch_size": 1024,
+        "stopping_step": 100,
+    }

@@ -1,0 +1,116 @@
+"""One test per RecBole 1.2.1 breakage that recbole_diffusion.compat repairs."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from recbole.data.dataset import Dataset
+from recbole.utils import init_seed
+
+import recbole_diffusion
+from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer
+from recbole_diffusion.compat import plain_data
+
+
+def test_numpy2_aliases_let_config_build():
+    for alias in ("float_", "complex_", "unicode_", "bool8"):
+        assert hasattr(np, alias)
+    config = Config(model="SASRec", dataset="ml-100k")
+    assert config["model"] == "SASRec"
+
+
+def _write_features(folder):
+    dataset_dir = folder / "feats"
+    dataset_dir.mkdir()
+    (dataset_dir / "feats.inter").write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n"
+        + "".join(f"u{u}\ti{i}\t{u * 10 + i}\n" for u in range(4) for i in range(5))
+    )
+    (dataset_dir / "feats.item").write_text(
+        "item_id:token\tprice:float\tbrand:token\ttags:token_seq\n"
+        "i0\t1.0\tb0\tt1 t2\n"
+        "i1\t\tb1\t\n"
+        "i2\t3.0\t\tt3\n"
+        "i3\t5.0\tb0\tt1\n"
+        "i4\t\tb1\t\n"
+    )
+
+
+def test_pandas3_missing_values_are_filled(tmp_path):
+    """pandas 3 made RecBole's in-place fillna a no-op: NaN floats stayed NaN and empty sequence cells crashed."""
+    _write_features(tmp_path)
+    config = Config(
+        model="BPR",
+        dataset="feats",
+        config_dict={
+            "data_path": str(tmp_path),
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "price", "brand", "tags"]},
+            "normalize_all": False,
+            "checkpoint_dir": str(tmp_path / "saved"),
+        },
+    )
+    dataset = Dataset(config)
+    items = dataset.item_feat.set_index(dataset.id2token("item_id", dataset.item_feat["item_id"].values))
+    assert not items["price"].isna().any()
+    assert items.loc["i1", "price"] == pytest.approx(3.0)  # mean of 1, 3, 5
+    assert len(items.loc["i1", "tags"]) == 0
+    assert len(items.loc["i0", "tags"]) == 2
+    assert items.loc["i2", "brand"] == 0  # the empty brand became the padding token
+    assert items.loc["i0", "brand"] == items.loc["i3", "brand"] != 0
+
+
+def _trained_trainer(tiny_config):
+    config = Config(model="SASRec", dataset="markov", config_dict={**tiny_config, "n_layers": 1, "hidden_size": 16,
+                                                                    "inner_size": 16, "epochs": 2})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    model = get_model("SASRec")(config, train_data._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    return config, trainer, train_data, test_data
+
+
+def test_torch26_checkpoints_load_weights_only(tiny_config):
+    config, trainer, _, test_data = _trained_trainer(tiny_config)
+    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
+    assert checkpoint["config"]["model"] == "SASRec"
+    assert checkpoint["config"]["MODEL_TYPE"] == "SEQUENTIAL"
+    assert checkpoint["config_overrides"]["data_path"] == tiny_config["data_path"]
+    result = trainer.evaluate(test_data, load_best_model=True)
+    assert set(result) == {"hit@10", "ndcg@10"}
+    trainer.resume_checkpoint(trainer.saved_model_file)
+    assert trainer.start_epoch == checkpoint["epoch"] + 1
+
+
+def test_load_data_and_model_rebuilds_the_run(tiny_config):
+    config, trainer, _, test_data = _trained_trainer(tiny_config)
+    _, model, _, _, _, reloaded_test = recbole_diffusion.load_data_and_model(trainer.saved_model_file)
+    batch = next(iter(test_data))[0]
+    model.eval()
+    trainer.model.eval()
+    trainer.model.load_state_dict(torch.load(trainer.saved_model_file, weights_only=True)["state_dict"])
+    assert torch.allclose(model.full_sort_predict(batch), trainer.model.full_sort_predict(batch))
+    assert len(reloaded_test.dataset) == len(test_data.dataset)
+
+
+def test_plain_data_is_weights_only_safe(tmp_path):
+    from recbole.utils import ModelType
+
+    value = {"a": ModelType.GENERAL, "b": {1, 2}, "c": torch.device("cpu"), "d": np.float64(0.5), "e": (1, [2])}
+    path = tmp_path / "plain.pt"
+    torch.save(plain_data(value), path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded == {"a": "GENERAL", "b": [1, 2], "c": "cpu", "d": 0.5, "e": [1, [2]]}
+
+
+def test_quick_start_and_ray_are_never_imported():
+    code = (
+        "import sys, recbole_diffusion\n"
+        "recbole_diffusion.Config(model='DreamRec', dataset='ml-100k')\n"
+        "bad = [m for m in sys.modules if m.startswith(('recbole.quick_start', 'ray'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,66 @@
+"""run_recbole_diffusion.py end to end, the distributed CPU run, and the missing-dataset message."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_diffusion import DatasetNotFoundError, run
+
+SCRIPT = Path(__file__).resolve().parents[1] / "run_recbole_diffusion.py"
+
+
+def run_script(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+
+
+def common_args(tiny_config, tmp_path):
+    return [
+        f"--data_path={tiny_config['data_path']}",
+        f"--checkpoint_dir={tmp_path / 'saved'}",
+        "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
+        "--MAX_ITEM_LIST_LENGTH=10",
+        "--epochs=1",
+        "--show_progress=False",
+        "--hidden_size=16",
+        "--inner_size=16",
+        "--n_layers=1",
+    ]
+
+
+@pytest.mark.parametrize("model", ["DreamRec", "SASRec", "GRU4Rec"])
+def test_script_trains_and_tests(model, tiny_config, tmp_path):
+    completed = run_script(tmp_path, f"--model={model}", "--dataset=markov", *common_args(tiny_config, tmp_path))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    log = completed.stdout + completed.stderr
+    assert "test result" in log and "ndcg@10" in log
+    assert list((tmp_path / "saved").glob(f"{model}-*.pth"))
+
+
+def test_missing_dataset_gives_one_clear_error(tmp_path):
+    completed = run_script(tmp_path, "--model=DreamRec", "--dataset=no-such-data", f"--data_path={tmp_path}")
+    assert completed.returncode == 2
+    expected_file = str(tmp_path / "no-such-data" / "no-such-data.inter")
+    assert expected_file in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_unknown_model_gives_one_clear_error(tmp_path):
+    completed = run_script(tmp_path, "--model=Dreamrec", "--dataset=ml-100k")
+    assert completed.returncode == 2
+    assert "Did you mean: DreamRec" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_missing_dataset_raises_from_python(tiny_config):
+    with pytest.raises(DatasetNotFoundError, match=r"no-such-data\.inter"):
+        run("DreamRec", "no-such-data", config_dict=tiny_config)
+
+
+def test_two_process_gloo_run_on_cpu(tiny_config, tmp_path):
+    config = {**tiny_config, "hidden_size": 16, "inner_size": 16, "diffusion_steps": 20, "gpu_id": ""}
+    result = run("DreamRec", "markov", config_dict=config, nproc=2, port="29531")
+    assert result is not None
+    assert 0.0 <= result["test_result"]["hit@10"] <= 1.0
