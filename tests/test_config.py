@@ -12,6 +12,7 @@ from recbole.utils import InputType, ModelType, init_seed
 
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, resources
 from recbole_diffusion.utils import _PLUGIN_MODELS, register_model
+from tests.conftest import SHARED_DATASETS
 
 
 def _write(path, content):
@@ -140,3 +141,15 @@ def test_plain_recbole_recipe(tiny_config):
     trainer.fit(train_data, valid_data)
     result = trainer.evaluate(test_data, load_best_model=True)
     assert 0.0 <= result["hit@10"] <= 1.0
+
+
+@pytest.mark.skipif(not (SHARED_DATASETS / "toys").is_dir(), reason="shared/datasets is not beside the checkout")
+def test_shared_atomic_files_load_with_their_dataset_config(tmp_path):
+    """dataset_configs/toys.yaml reads the team's atomic file through data_path; 5-core keeps the 5-core file whole."""
+    config = Config(
+        model="SASRec",
+        dataset="toys",
+        config_dict={"data_path": str(SHARED_DATASETS), "checkpoint_dir": str(tmp_path), "state": "WARNING"},
+    )
+    dataset = create_dataset(config)
+    assert (dataset.user_num - 1, dataset.item_num - 1, dataset.inter_num) == (19412, 11924, 167597)
