@@ -143,13 +143,21 @@ def test_plain_recbole_recipe(tiny_config):
     assert 0.0 <= result["hit@10"] <= 1.0
 
 
-@pytest.mark.skipif(not (SHARED_DATASETS / "toys").is_dir(), reason="shared/datasets is not beside the checkout")
-def test_shared_atomic_files_load_with_their_dataset_config(tmp_path):
-    """dataset_configs/toys.yaml reads the team's atomic file through data_path; 5-core keeps the 5-core file whole."""
+@pytest.mark.parametrize(
+    "name, counts",
+    [
+        ("toys", (19412, 11924, 167597)),  # S3-Rec's 5-core file: the 5-core filter keeps it whole
+        ("ml-1m", (6040, 3706, 1000209)),  # DiffuRec's ML-1M: every user, movie and rating
+    ],
+)
+def test_shared_atomic_files_load_with_their_dataset_config(name, counts, tmp_path):
+    """dataset_configs/<name>.yaml reads the team's atomic file through data_path with the paper's counts."""
+    if not (SHARED_DATASETS / name).is_dir():
+        pytest.skip("shared/datasets is not beside the checkout")
     config = Config(
         model="SASRec",
-        dataset="toys",
+        dataset=name,
         config_dict={"data_path": str(SHARED_DATASETS), "checkpoint_dir": str(tmp_path), "state": "WARNING"},
     )
     dataset = create_dataset(config)
-    assert (dataset.user_num - 1, dataset.item_num - 1, dataset.inter_num) == (19412, 11924, 167597)
+    assert (dataset.user_num - 1, dataset.item_num - 1, dataset.inter_num) == counts
