@@ -18,6 +18,8 @@
   with ``weights_only=True``.
 * A distributed run on the CPU (gloo backend, see :class:`recbole_diffusion.Config`) needs
   ``DistributedDataParallel`` without ``device_ids``; RecBole always passes ``device_ids=[local_rank]``.
+* ``recbole.utils.ensure_dir`` checks for a folder and then creates it; the processes of a distributed run race
+  there (FileExistsError in the trainer or logger set-up). It now creates the folder with ``exist_ok=True``.
 * ``recbole.quick_start`` imports ray at module level (which needs ``pkg_resources`` and ``np.bool8``); the plugin
   never imports it and has its own quick start.
 """
@@ -25,6 +27,8 @@
 import contextlib
 import enum
 import functools
+import importlib
+import os
 import types
 import warnings
 
@@ -164,6 +168,21 @@ def _distributed_data_parallel(module, device_ids=None, **kwargs):
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **kwargs)
 
 
+def ensure_dir(dir_path):
+    """Create ``dir_path`` (and parents) unless it exists; safe when several processes do it at once."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+_MODULES_USING_ENSURE_DIR = (
+    "recbole.utils",
+    "recbole.utils.utils",
+    "recbole.utils.logger",
+    "recbole.trainer.trainer",
+    "recbole.data.dataset.dataset",
+    "recbole.data.utils",
+)
+
+
 def apply():
     """Apply every repair once; later calls do nothing."""
     global _applied
@@ -183,4 +202,6 @@ def apply():
     dataset_module.Dataset.__init__ = _with_per_cell_length_aggregation(dataset_module.Dataset.__init__)
     trainer_module.Trainer._save_checkpoint = _save_checkpoint
     trainer_module.DistributedDataParallel = _distributed_data_parallel
+    for module_name in _MODULES_USING_ENSURE_DIR:
+        importlib.import_module(module_name).ensure_dir = ensure_dir
     _applied = True

@@ -114,3 +114,17 @@ def test_quick_start_and_ray_are_never_imported():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ensure_dir_is_safe_when_the_folder_appears_meanwhile(tmp_path):
+    """Distributed ranks raced in RecBole's exists-then-makedirs; every RecBole caller now uses the safe one."""
+    import importlib
+
+    from recbole_diffusion.compat import _MODULES_USING_ENSURE_DIR, ensure_dir
+
+    folder = tmp_path / "a" / "b"
+    ensure_dir(str(folder))
+    ensure_dir(str(folder))
+    assert folder.is_dir()
+    for module_name in _MODULES_USING_ENSURE_DIR:
+        assert importlib.import_module(module_name).ensure_dir is ensure_dir, module_name

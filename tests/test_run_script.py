@@ -1,5 +1,6 @@
 """run_recbole_diffusion.py end to end, the distributed CPU run, and the missing-dataset message."""
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +60,14 @@ def test_missing_dataset_raises_from_python(tiny_config):
         run("DreamRec", "no-such-data", config_dict=tiny_config)
 
 
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return str(probe.getsockname()[1])
+
+
 def test_two_process_gloo_run_on_cpu(tiny_config, tmp_path):
     config = {**tiny_config, "hidden_size": 16, "inner_size": 16, "diffusion_steps": 20, "gpu_id": ""}
-    result = run("DreamRec", "markov", config_dict=config, nproc=2, port="29531")
+    result = run("DreamRec", "markov", config_dict=config, nproc=2, port=free_port())
     assert result is not None
     assert 0.0 <= result["test_result"]["hit@10"] <= 1.0
