@@ -1,4 +1,4 @@
-"""Network pieces shared by the plugin's models: a causal Transformer sequence encoder and step embeddings."""
+"""Network pieces shared by the plugin's models: a Transformer sequence encoder and step embeddings."""
 
 import math
 
@@ -7,11 +7,12 @@ from recbole.model.layers import TransformerEncoder
 from torch import nn
 
 
-class CausalSequenceEncoder(nn.Module):
-    """SASRec's encoder: item + learned position embeddings, LayerNorm, dropout, causal Transformer blocks.
+class SequenceEncoder(nn.Module):
+    """SASRec's encoder: item + learned position embeddings, LayerNorm, dropout, Transformer blocks.
 
     ``forward(item_seq, item_embeddings)`` returns the hidden state of every position, ``[batch, length, hidden]``;
-    padded positions (item id 0) never serve as keys.
+    padded positions (item id 0) never serve as keys. ``causal=True`` (SASRec, DreamRec) lets position ``i`` attend
+    to positions ``j <= i`` only; ``causal=False`` attends over the whole history (BERT4Rec-style).
     """
 
     def __init__(
@@ -25,8 +26,10 @@ class CausalSequenceEncoder(nn.Module):
         attn_dropout_prob,
         hidden_act,
         layer_norm_eps,
+        causal=True,
     ):
         super().__init__()
+        self.causal = causal
         self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = nn.Dropout(hidden_dropout_prob)
@@ -41,12 +44,12 @@ class CausalSequenceEncoder(nn.Module):
             layer_norm_eps=layer_norm_eps,
         )
 
-    @staticmethod
-    def attention_mask(item_seq):
-        """Additive mask ``[batch, 1, length, length]``: 0 where position i may attend to j <= i, else -10000."""
+    def attention_mask(self, item_seq):
+        """Additive mask ``[batch, 1, length, length]``: 0 where position i may attend to j, else -10000."""
         length = item_seq.size(1)
-        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=item_seq.device))
-        allowed = (item_seq > 0)[:, None, None, :] & causal
+        allowed = (item_seq > 0)[:, None, None, :].expand(-1, -1, length, -1)
+        if self.causal:
+            allowed = allowed & torch.tril(torch.ones(length, length, dtype=torch.bool, device=item_seq.device))
         return torch.where(allowed, 0.0, -10000.0)
 
     def forward(self, item_seq, item_embeddings):

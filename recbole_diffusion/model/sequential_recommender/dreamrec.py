@@ -28,7 +28,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, guided_output, make_betas
-from recbole_diffusion.model.layers import CausalSequenceEncoder, StepEmbedding
+from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding
 from recbole_diffusion.utils import register_model
 
 DENOISER_TYPES = ("mlp1", "mlp2")
@@ -53,7 +53,7 @@ class DreamRec(SequentialRecommender):
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.encoder = CausalSequenceEncoder(
+        self.encoder = SequenceEncoder(
             max_seq_length=self.max_seq_length,
             hidden_size=self.hidden_size,
             n_layers=config["n_layers"],
