@@ -1,5 +1,3 @@
-"""Sequential diffusion recommenders (RecBole ``SequentialRecommender`` subclasses)."""
+"""Sequential diffusion recommenders (RecBole ``SequentialRecommender`` subclasses); one import line per model."""
 
-from recbole_diffusion.model.sequential_recommender.dreamrec import DreamRec
-
-__all__ = ["DreamRec"]
+from recbole_diffusion.model.sequential_recommender.dreamrec import DreamRec  # noqa: F401
