@@ -83,6 +83,29 @@ def test_trunc_linear_schedule_matches_diffurec():
     assert short[-1].item() == pytest.approx(100 * 0.001 + 0.01)
 
 
+def diffurec_betas(alpha_bar, num_steps, left=False, max_beta=0.999):
+    """DiffuRec's get_named_beta_schedule loops (betas_for_alpha_bar and its "_left" variant), step by step."""
+    betas = [min(1 - alpha_bar(0.0), max_beta)] if left else []
+    for i in range(num_steps - 1 if left else num_steps):
+        betas.append(min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta))
+    return np.array(betas)
+
+
+@pytest.mark.parametrize("num_steps", [32, 200])
+def test_diffurec_schedules_match_its_reference_loops(num_steps):
+    """DiffuRec's default is T = 32: sqrt, trunc_cos and trunc_lin must give its betas exactly (clipping included)."""
+    sqrt = diffurec_betas(lambda u: 1 - math.sqrt(u + 1e-4), num_steps)
+    np.testing.assert_allclose(make_betas("sqrt", num_steps).numpy(), sqrt, rtol=1e-12)
+    trunc_cos = diffurec_betas(lambda u: math.cos((u + 0.1) / 1.1 * math.pi / 2) ** 2, num_steps, left=True)
+    np.testing.assert_allclose(make_betas("trunc_cosine", num_steps).numpy(), trunc_cos, rtol=1e-12)
+    scale = 1000 / num_steps
+    trunc_lin = np.linspace(scale * 1e-4 + 0.01, scale * 0.02 + 0.01, num_steps)
+    np.testing.assert_allclose(make_betas("trunc_linear", num_steps).numpy(), trunc_lin, rtol=1e-12)
+    # DiffuRec's "linear" is DDPM's scaled by 1000 / T: our "linear" with those ends.
+    linear = make_betas("linear", num_steps, beta_start=scale * 1e-4, beta_end=scale * 0.02)
+    np.testing.assert_allclose(linear.numpy(), np.linspace(scale * 1e-4, scale * 0.02, num_steps), rtol=1e-12)
+
+
 def test_linear_variance_schedule_is_linear_in_one_minus_alpha_bar():
     betas = make_betas("linear-var", T, noise_scale=0.5, noise_min=1e-3, noise_max=0.01)
     one_minus_alpha_bar = 1 - torch.cumprod(1 - betas, 0).numpy()
@@ -181,6 +204,33 @@ def test_ddpm_step_adds_no_noise_at_t0():
     torch.testing.assert_close(diffusion.ddpm_step(x0_pred, x_t, torch.zeros(3, dtype=torch.long)), x0_pred)
 
 
+def test_fixed_large_variance_is_beta_with_posterior_variance_at_t0():
+    betas = np.linspace(1e-4, 0.02, T)
+    alphas_cumprod = np.cumprod(1 - betas)
+    small = GaussianDiffusion(make_betas("linear", T))
+    large = GaussianDiffusion(make_betas("linear", T), variance_type="fixed_large")
+    posterior_variance_1 = betas[1] * (1 - alphas_cumprod[0]) / (1 - alphas_cumprod[1])
+    expected = np.concatenate([[posterior_variance_1], betas[1:]])  # improved-diffusion / DiffuRec FIXED_LARGE
+    np.testing.assert_allclose(float64(large.model_variance), expected, rtol=1e-6)
+    np.testing.assert_allclose(float64(large.model_log_variance), np.log(expected), rtol=1e-6)
+    # the default stays the posterior ("fixed small") variance
+    torch.testing.assert_close(small.model_variance, small.posterior_variance)
+    torch.testing.assert_close(small.model_log_variance, small.posterior_log_variance_clipped)
+    x_t, x0_pred = torch.randn(4, 3), torch.randn(4, 3)
+    t = torch.tensor([0, 1, 50, T - 1])
+    mean_small, variance_small, _, _ = small.p_mean_variance(x0_pred, x_t, t)
+    mean_large, variance_large, log_variance_large, _ = large.p_mean_variance(x0_pred, x_t, t)
+    torch.testing.assert_close(mean_large, mean_small)  # only the variance differs
+    torch.testing.assert_close(variance_large[:, 0], torch.tensor(expected[t.numpy()], dtype=torch.float32))
+    torch.testing.assert_close(variance_small[:, 0], small.posterior_variance[t])
+    # a DDPM step adds sqrt(variance) * noise to the same mean, nothing at t = 0
+    noise = torch.randn(4, 3)
+    step = large.ddpm_step(x0_pred, x_t, t, noise=noise)
+    expected_step = mean_large + (t != 0).float()[:, None] * torch.exp(0.5 * log_variance_large) * noise
+    torch.testing.assert_close(step, expected_step)
+    torch.testing.assert_close(step[0], x0_pred[0])
+
+
 def test_ddim_with_eta_one_on_consecutive_steps_is_ddpm():
     diffusion = GaussianDiffusion(make_betas("linear", T))
     x_t, model_output = torch.randn(4, 5), torch.randn(4, 5)
@@ -253,6 +303,8 @@ def test_guided_output():
 def test_bad_module_arguments_raise():
     with pytest.raises(ValueError, match="prediction_type"):
         GaussianDiffusion(make_betas("linear", T), prediction_type="v")
+    with pytest.raises(ValueError, match="variance_type"):
+        GaussianDiffusion(make_betas("linear", T), variance_type="learned")
     with pytest.raises(ValueError, match="betas"):
         GaussianDiffusion(torch.tensor([0.1, 1.0]))
     diffusion = GaussianDiffusion(make_betas("linear", T))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 PREDICTION_TYPES = ("x0", "eps")
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
 def guided_output(cond_output, uncond_output, guidance_weight):
@@ -32,21 +33,28 @@ class GaussianDiffusion(nn.Module):
         betas: 1-D tensor of noise levels in (0, 1), e.g. from ``make_betas``.
         prediction_type: what the denoiser outputs, ``"x0"`` (the clean sample)
             or ``"eps"`` (the added noise).
+        variance_type: variance of the DDPM reverse step ``p(x_{t-1} | x_t)``: ``"fixed_small"``
+            is the posterior variance ``beta_t (1 - ab_{t-1}) / (1 - ab_t)``; ``"fixed_large"`` is
+            ``beta_t``, with the posterior variance at ``t = 0`` (Ho et al.'s two choices; improved-diffusion's
+            ``FIXED_LARGE``, used by DiffuRec).
 
     The schedule tensors are float32 buffers computed in float64. They are not
     persistent, so a model's ``state_dict`` only holds learned weights.
     """
 
-    def __init__(self, betas: torch.Tensor, prediction_type: str = "x0"):
+    def __init__(self, betas: torch.Tensor, prediction_type: str = "x0", variance_type: str = "fixed_small"):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if variance_type not in VARIANCE_TYPES:
+            raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
         betas = torch.as_tensor(betas, dtype=torch.float64).cpu()
         if betas.dim() != 1 or len(betas) == 0:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
         if not ((betas > 0) & (betas < 1)).all():
             raise ValueError("betas must all lie in (0, 1)")
         self.prediction_type = prediction_type
+        self.variance_type = variance_type
         self.num_steps = len(betas)
 
         alphas = 1.0 - betas
@@ -55,6 +63,10 @@ class GaussianDiffusion(nn.Module):
         posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
         # posterior_variance[0] is 0; use the next value so the log stays finite.
         first_log_variance = posterior_variance[1] if self.num_steps > 1 else betas[0]
+        clipped_posterior_variance = torch.cat([first_log_variance.reshape(1), posterior_variance[1:]])
+        large_variance = torch.cat([first_log_variance.reshape(1), betas[1:]])
+        model_variance = posterior_variance if variance_type == "fixed_small" else large_variance
+        model_log_variance = torch.log(clipped_posterior_variance if variance_type == "fixed_small" else large_variance)
         schedule = {
             "betas": betas,
             "alphas_cumprod": alphas_cumprod,
@@ -64,9 +76,9 @@ class GaussianDiffusion(nn.Module):
             "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
             "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
             "posterior_variance": posterior_variance,
-            "posterior_log_variance_clipped": torch.log(
-                torch.cat([first_log_variance.reshape(1), posterior_variance[1:]])
-            ),
+            "posterior_log_variance_clipped": torch.log(clipped_posterior_variance),
+            "model_variance": model_variance,
+            "model_log_variance": model_log_variance,
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
         }
@@ -116,10 +128,12 @@ class GaussianDiffusion(nn.Module):
         """Reverse step ``p(x_{t-1} | x_t)``: ``(mean, variance, log_variance, x0_pred)``.
 
         The mean is the posterior mean with ``x0`` replaced by its prediction; the
-        variance is the posterior variance (DDPM's "fixed small" choice).
+        variance is fixed by ``variance_type`` (by default the posterior variance, "fixed small").
         """
         x0_pred = self.to_x0(model_output, x_t, t)
-        mean, variance, log_variance = self.q_posterior(x0_pred, x_t, t)
+        mean, _, _ = self.q_posterior(x0_pred, x_t, t)
+        variance = self._at(self.model_variance, t, x_t)
+        log_variance = self._at(self.model_log_variance, t, x_t)
         return mean, variance, log_variance, x0_pred
 
     def ddpm_step(self, model_output, x_t, t, noise=None, generator=None):

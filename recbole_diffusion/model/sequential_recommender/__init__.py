@@ -1,3 +1,4 @@
 """Sequential diffusion recommenders (RecBole ``SequentialRecommender`` subclasses); one import line per model."""
 
 from recbole_diffusion.model.sequential_recommender.dreamrec import DreamRec  # noqa: F401
+from recbole_diffusion.model.sequential_recommender.diffurec import DiffuRec  # noqa: F401

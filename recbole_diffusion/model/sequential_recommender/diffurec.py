@@ -1,0 +1,141 @@
+"""DiffuRec.
+
+Reference:
+    Zihao Li, Aixin Sun, Chenliang Li. "DiffuRec: A Diffusion Model for Sequential Recommendation."
+    ACM Transactions on Information Systems (TOIS), 2023. Official code: WHUIR/DiffuRec.
+
+The target item's embedding ``e_0`` is noised to ``x_t``. The approximator is a bidirectional Transformer over the
+history whose inputs carry the noised target as uncertainty: ``z_i = e_i + lambda_i * (x_t + d_t)`` with
+``lambda_i ~ N(delta, delta)`` drawn per position and dimension (``delta = lambda_uncertainty``) and ``d_t`` the step
+embedding; its output at the last item is the prediction of ``e_0``. Training: cross-entropy of the inner products of
+that prediction with all item embeddings (the official loss, no MSE term). Inference: the reverse DDPM chain from
+``N(0, I)`` with the "fixed large" variance ``beta_t`` as in the official code, each step calling the approximator on
+the history; the final ``x_0`` is "rounded" by inner product with every item embedding.
+
+Config keys (defaults and comments in ``properties/model/DiffuRec.yaml``):
+    hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob, hidden_act, layer_norm_eps,
+    diffusion_steps, beta_schedule, lambda_uncertainty.
+
+Differences from the official code: padded positions are masked as attention keys (the official mask only masks
+padded queries, so real items also attend to padding); the Transformer blocks are PyTorch's pre-LayerNorm
+``TransformerEncoderLayer`` (exact GELU instead of the tanh approximation; its query/key/value projections use
+PyTorch's init); the step embedding is the plugin's sinusoidal one (frequencies ``10000^(-i/(d/2-1))``, sin before
+cos) of the step rescaled by ``1000 / T`` as officially; steps are sampled uniformly (the official "lossaware" sampler
+is never fed losses, so it samples uniformly too); no StepLR decay of the learning rate; the padding item keeps a
+zero embedding (``padding_idx``) and is never recommended.
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
+from recbole_diffusion.model.layers import sinusoidal_embedding
+from recbole_diffusion.utils import register_model
+
+BETA_SCHEDULES = ("trunc_linear", "linear", "cosine", "sqrt", "trunc_cosine")
+HIDDEN_ACTS = ("gelu", "relu")
+
+
+@register_model
+class DiffuRec(SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        n_layers = config["n_layers"]
+        n_heads = config["n_heads"]
+        inner_size = config["inner_size"]
+        dropout_prob = config["hidden_dropout_prob"]
+        emb_dropout_prob = config["emb_dropout_prob"]
+        hidden_act = config["hidden_act"]
+        layer_norm_eps = config["layer_norm_eps"]
+        diffusion_steps = config["diffusion_steps"]
+        beta_schedule = config["beta_schedule"]
+        self.lambda_uncertainty = config["lambda_uncertainty"]
+        if not isinstance(self.hidden_size, int) or self.hidden_size < 4 or self.hidden_size % 2:
+            raise ValueError(f"hidden_size must be an even int >= 4, got {self.hidden_size!r}")
+        if not isinstance(n_heads, int) or n_heads < 1 or self.hidden_size % n_heads:
+            raise ValueError(f"n_heads must be a positive divisor of hidden_size={self.hidden_size}, got {n_heads!r}")
+        if hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
+        for key, value in (("hidden_dropout_prob", dropout_prob), ("emb_dropout_prob", emb_dropout_prob)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {value}")
+        if isinstance(diffusion_steps, bool) or not isinstance(diffusion_steps, int) or diffusion_steps < 1:
+            raise ValueError(f"diffusion_steps must be a positive int, got {diffusion_steps!r}")
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
+        if not self.lambda_uncertainty > 0:
+            raise ValueError(f"lambda_uncertainty must be > 0, got {self.lambda_uncertainty}")
+
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.emb_dropout = nn.Dropout(emb_dropout_prob)
+        self.layer_norm = nn.LayerNorm(self.hidden_size, eps=layer_norm_eps)
+        step_width = 4 * self.hidden_size
+        self.step_mlp = nn.Sequential(
+            nn.Linear(self.hidden_size, step_width), nn.SiLU(), nn.Linear(step_width, self.hidden_size)
+        )
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                self.hidden_size, n_heads, inner_size, dropout_prob, hidden_act, layer_norm_eps,
+                batch_first=True, norm_first=True,
+            )
+            for _ in range(n_layers)
+        )
+        for layer in self.layers:  # official init of the feed-forward and attention output weights
+            for linear in (layer.linear1, layer.linear2, layer.self_attn.out_proj):
+                nn.init.xavier_normal_(linear.weight)
+        self.dropout = nn.Dropout(dropout_prob)
+        self.output_norm = nn.LayerNorm(self.hidden_size, eps=layer_norm_eps)
+
+        # DiffuRec's "linear" is DDPM's linear schedule stretched to T steps (ends scaled by 1000 / T).
+        scaled_ends = {"beta_start": 0.1 / diffusion_steps, "beta_end": 20.0 / diffusion_steps}
+        betas = make_betas(beta_schedule, diffusion_steps, **(scaled_ends if beta_schedule == "linear" else {}))
+        self.diffusion = GaussianDiffusion(betas, prediction_type="x0", variance_type="fixed_large")
+        self.step_scale = 1000.0 / diffusion_steps
+
+    def approximate(self, history, padding, item_seq_len, noisy_target, timesteps):
+        """The approximator: predict ``e_0`` from the embedded history and the noised target ``x_t`` at step t."""
+        step = self.step_mlp(sinusoidal_embedding(timesteps * self.step_scale, self.hidden_size))
+        lambdas = self.lambda_uncertainty * (1.0 + torch.randn_like(history))  # lambda_i ~ N(delta, delta)
+        hidden = history + lambdas * (noisy_target + step).unsqueeze(1)
+        for layer in self.layers:
+            hidden = self.dropout(layer(hidden, src_key_padding_mask=padding))
+        hidden = self.output_norm(self.dropout(hidden))
+        return self.gather_indexes(hidden, item_seq_len - 1)
+
+    def embed_history(self, item_seq):
+        return self.layer_norm(self.emb_dropout(self.item_embedding(item_seq)))
+
+    @torch.no_grad()
+    def forward(self, item_seq, item_seq_len):
+        """Reverse the chain from ``N(0, I)`` to the predicted target embedding ``x_0``, ``[batch, hidden]``."""
+        history, padding = self.embed_history(item_seq), item_seq == 0
+
+        def denoise(noisy_target, timesteps):
+            return self.approximate(history, padding, item_seq_len, noisy_target, timesteps)
+
+        return self.diffusion.sample(denoise, (item_seq.size(0), self.hidden_size), item_seq.device)
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        target_embedding = self.item_embedding(target)
+        timesteps = self.diffusion.sample_timesteps(target.size(0), target.device)
+        noisy_target = self.diffusion.q_sample(target_embedding, timesteps)
+        predicted = self.approximate(self.embed_history(item_seq), item_seq == 0, item_seq_len, noisy_target, timesteps)
+        return F.cross_entropy(predicted @ self.item_embedding.weight.t(), target)
+
+    def predict(self, interaction):
+        predicted = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (predicted * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        predicted = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        scores = predicted @ self.item_embedding.weight.t()
+        scores[:, 0] = -torch.inf  # the padding item
+        return scores
