@@ -1,0 +1,153 @@
+"""DiffRec2: sequential recommendation with diffusion models (Du et al.).
+
+Reference:
+    Hanwen Du, Huanhuan Yuan, Zhen Huang, Pengpeng Zhao, Xiaofang Zhou.
+    "Sequential Recommendation with Diffusion Models." arXiv:2304.04541, 2023. No official code was released.
+    Named DiffRec in the paper; DiffRec2 here, since RecBole's ``DiffRec`` is Wang et al.'s general model.
+
+Items are embedded (``h_i = E(v_i)``) and only the target's embedding is noised, ``h_T^0 -> h_T^n``; the history
+stays clean. The denoiser is a Transformer encoder over ``[h_1 + y_1 + z_n, ..., h_T^n + y_T + z_n]`` (learned
+position embeddings ``y``, sinusoidal step embedding ``z_n``) whose output at the target position is the
+prediction of ``h_T^0``. Items are recovered by ``softmax(E f + b)`` (the paper's rounding transition, with the
+item embeddings as its weight). Loss: ``MSE(f, h_T^0) + rec_loss_weight * CE(softmax(E f + b), v_T)``.
+Inference, ``inference_mode``: ``seeds`` (the paper's efficient inference) draws ``inference_seeds`` Gaussian
+noises for the target slot, denoises each once at step ``inference_step`` and averages the predictions; ``chain``
+runs the full DDPM reverse chain from noise. Items are ranked by ``E f + b``.
+
+Config keys (defaults and comments in ``properties/model/DiffRec2.yaml``):
+    hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
+    layer_norm_eps, initializer_range, diffusion_steps, beta_schedule, rec_loss_weight, inference_mode,
+    inference_seeds, inference_step.
+
+Differences from the paper: the embedding transition ``q(h^0 | v) = N(E(v), beta_0 I)`` is not sampled separately
+(the target ``x0`` is ``E(v_T)``, as in DiffuRec/DreamRec; step 0 of the forward process adds beta_0 noise); the
+MSE is averaged over dimensions (the paper writes a squared norm); the noised target is appended after the history,
+so the encoder has ``MAX_ITEM_LIST_LENGTH + 1`` positions instead of dropping the oldest item at inference; the
+Transformer is RecBole's SASRec block with bidirectional attention over the non-padded positions (the paper names
+only "Transformer encoder"); ``z_n`` uses the plugin's sinusoid (sin half then cos half, DreamRec's frequencies);
+the paper's "efficient training strategy" is not reproduced (each example gets one uniformly drawn step, as in
+DDPM); the padding item is never recommended.
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
+from recbole_diffusion.model.layers import SequenceEncoder, sinusoidal_embedding
+from recbole_diffusion.utils import register_model
+
+INFERENCE_MODES = ("seeds", "chain")
+
+
+@register_model
+class DiffRec2(SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        self.initializer_range = config["initializer_range"]
+        self.rec_loss_weight = config["rec_loss_weight"]
+        self.inference_mode = config["inference_mode"]
+        self.inference_seeds = config["inference_seeds"]
+        inference_step = config["inference_step"]
+        diffusion_steps = config["diffusion_steps"]
+        if self.inference_mode not in INFERENCE_MODES:
+            raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {self.inference_mode!r}")
+        if type(self.inference_seeds) is not int or self.inference_seeds < 1:
+            raise ValueError(f"inference_seeds must be a positive int, got {self.inference_seeds!r}")
+        if not (isinstance(self.rec_loss_weight, (int, float)) and self.rec_loss_weight >= 0):
+            raise ValueError(f"rec_loss_weight must be a number >= 0, got {self.rec_loss_weight!r}")
+        if self.hidden_size % 2 or self.hidden_size < 4:
+            raise ValueError(f"hidden_size must be even and >= 4 (sinusoidal step embedding), got {self.hidden_size}")
+
+        self.diffusion = GaussianDiffusion(make_betas(config["beta_schedule"], diffusion_steps), prediction_type="x0")
+        self.inference_step = diffusion_steps - 1 if inference_step is None else inference_step
+        if type(self.inference_step) is not int or not 0 <= self.inference_step < diffusion_steps:
+            raise ValueError(f"inference_step must be ~ or an int in 0..{diffusion_steps - 1}, got {inference_step!r}")
+
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.item_bias = nn.Parameter(torch.zeros(self.n_items))
+        self.encoder = SequenceEncoder(
+            max_seq_length=self.max_seq_length + 1,  # the history plus the noised target slot
+            hidden_size=self.hidden_size,
+            n_layers=config["n_layers"],
+            n_heads=config["n_heads"],
+            inner_size=config["inner_size"],
+            hidden_dropout_prob=config["hidden_dropout_prob"],
+            attn_dropout_prob=config["attn_dropout_prob"],
+            hidden_act=config["hidden_act"],
+            layer_norm_eps=config["layer_norm_eps"],
+            causal=False,
+        )
+        self.apply(self._init_weights)
+        # Unit-variance item embeddings, on the scale of the Gaussian noise they are diffused into.
+        nn.init.normal_(self.item_embedding.weight, std=1.0)
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+
+    def forward(self, item_seq, item_seq_len, noisy_target, timesteps):
+        """Denoiser ``f``: predict the clean target embedding ``h_T^0``, ``[batch, hidden]``.
+
+        The noised target ``h_T^n`` is placed right after the last history item; every position gets the step
+        embedding ``z_n`` (the encoder adds the position embeddings).
+        """
+        rows = torch.arange(item_seq.size(0), device=item_seq.device)
+        embeddings = F.pad(self.item_embedding(item_seq), (0, 0, 0, 1))
+        embeddings[rows, item_seq_len] = noisy_target
+        embeddings = embeddings + sinusoidal_embedding(timesteps, self.hidden_size)[:, None, :]
+        slots = F.pad(item_seq, (0, 1))
+        slots[rows, item_seq_len] = 1  # any id > 0: the target slot is a real (attendable) position
+        hidden = self.encoder(slots, embeddings)
+        return hidden[rows, item_seq_len]
+
+    def item_logits(self, target_embedding):
+        """Rounding transition ``p(v | h^0) = softmax(E h^0 + b)``: logits over all items."""
+        return target_embedding @ self.item_embedding.weight.t() + self.item_bias
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        target_item = interaction[self.POS_ITEM_ID]
+        target_embedding = self.item_embedding(target_item)
+        timesteps = self.diffusion.sample_timesteps(target_embedding.size(0), target_embedding.device)
+        noisy_target = self.diffusion.q_sample(target_embedding, timesteps)
+        predicted = self.forward(item_seq, item_seq_len, noisy_target, timesteps)
+        rec_loss = F.cross_entropy(self.item_logits(predicted), target_item)
+        return F.mse_loss(predicted, target_embedding) + self.rec_loss_weight * rec_loss
+
+    @torch.no_grad()
+    def generate(self, item_seq, item_seq_len):
+        """The predicted target embedding ``h_T^0`` for each history, by ``inference_mode``."""
+        batch_size, device = item_seq.size(0), item_seq.device
+        if self.inference_mode == "chain":
+            return self.diffusion.sample(
+                lambda noisy_target, timesteps: self.forward(item_seq, item_seq_len, noisy_target, timesteps),
+                (batch_size, self.hidden_size),
+                device,
+            )
+        # Efficient inference: one denoising step from each of `inference_seeds` noises, averaged (one batched call).
+        seeds = self.inference_seeds
+        noise = torch.randn(seeds * batch_size, self.hidden_size, device=device)
+        timesteps = torch.full((seeds * batch_size,), self.inference_step, dtype=torch.long, device=device)
+        predicted = self.forward(item_seq.repeat(seeds, 1), item_seq_len.repeat(seeds), noise, timesteps)
+        return predicted.view(seeds, batch_size, self.hidden_size).mean(dim=0)
+
+    def predict(self, interaction):
+        predicted = self.generate(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        item = interaction[self.ITEM_ID]
+        return (predicted * self.item_embedding(item)).sum(dim=-1) + self.item_bias[item]
+
+    def full_sort_predict(self, interaction):
+        scores = self.item_logits(self.generate(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        scores[:, 0] = -torch.inf  # the padding item is never recommended
+        return scores
