@@ -1,0 +1,177 @@
+"""DiQDiff.
+
+Reference:
+    Wenyu Mao, Shuchang Liu, Haoyang Liu, Haozhe Liu, Xiang Li, Lantao Hu.
+    "Distinguished Quantized Guidance for Diffusion-based Sequence Recommendation." WWW 2025 (arXiv 2501.17670).
+    Official code: maowenyu-11/DiQDiff (built on DiffuRec's code).
+
+DiffuRec backbone: the target item's embedding ``e_0`` is noised to ``e_t``; a Transformer over the history
+predicts ``e_0`` and is trained with cross-entropy over all items (``L_r``).
+Semantic Vector Quantization (SVQ): the history representation ``s`` (item embeddings, ``[L, d]``) picks one of
+``num_codes`` codes with a hard Gumbel-softmax (straight-through) over the logits of a linear layer on the flattened
+``s``; each code is the mean of the sequences of the training batch assigned to it. The guidance is
+``s~ = lambda_history * s + lambda_code * s_q``; the denoiser reads ``s~ + 0.001 (e_t + step embedding)``.
+Contrastive Discrepancy Maximization (CDM): an InfoNCE loss over the cosine similarities of the denoised items of a
+batch, each item its own positive, pushes the items generated for different users apart (``L_c``).
+``L = L_r + lambda_contrast * L_c``. Inference runs the reverse chain guided by ``s~`` and ranks all items by inner
+product with the generated item.
+
+Config keys (defaults and comments in ``properties/model/DiQDiff.yaml``):
+    hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, emb_dropout_prob,
+    hidden_act, layer_norm_eps, num_codes, gumbel_temperature, lambda_history, lambda_code, lambda_contrast,
+    contrast_temperature, diffusion_steps, beta_schedule, inference_steps, ddim_eta.
+
+Differences from the official code: histories are right-aligned (as the official left padding) and the encoder is
+``SequenceEncoder`` (post-LayerNorm, learned position embeddings, padded items masked as keys) rather than
+DiffuRec's pre-LayerNorm blocks without positions that mask padded queries; the step embedding is the shared
+``StepEmbedding``. The codebook is a buffer: each training batch overwrites the codes it uses with the mean of
+their sequences (official: the batch mean, recomputed for every batch, evaluation batches included), an unused
+code keeps its value (official: a random sequence); at evaluation the code is the argmax of the logits, read from the
+stored codebook, so scores do not depend on the rest of the batch. The straight-through one-hot lets the assignment
+layer learn (the official ``argmax`` indexing gives it no gradient). The reverse chain uses the correct posterior
+log-variance (the official code exponentiates the variance itself). No StepLR learning-rate decay; the padding item
+keeps a zero embedding and is never recommended.
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
+from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding
+from recbole_diffusion.utils import register_model
+
+NOISY_ITEM_WEIGHT = 0.001  # Weight of the noisy target (plus step embedding) in the denoiser input (official).
+
+
+def align_right(item_seq, item_seq_len):
+    """Move each history to the end of its row (RecBole pads on the right, DiffuRec on the left)."""
+    length = item_seq.size(1)
+    positions = torch.arange(length, device=item_seq.device)
+    return item_seq.gather(1, (positions[None, :] + item_seq_len[:, None]) % length)
+
+
+@register_model
+class DiQDiff(SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        self.num_codes = config["num_codes"]
+        self.gumbel_temperature = config["gumbel_temperature"]
+        self.lambda_history = config["lambda_history"]
+        self.lambda_code = config["lambda_code"]
+        self.lambda_contrast = config["lambda_contrast"]
+        self.contrast_temperature = config["contrast_temperature"]
+        self.inference_steps = config["inference_steps"]
+        self.ddim_eta = config["ddim_eta"]
+        if isinstance(self.num_codes, bool) or not isinstance(self.num_codes, int) or self.num_codes < 1:
+            raise ValueError(f"num_codes must be a positive int, got {self.num_codes!r}")
+        for key in ("gumbel_temperature", "contrast_temperature"):
+            if not config[key] > 0:
+                raise ValueError(f"{key} must be > 0, got {config[key]}")
+        if self.lambda_contrast < 0:
+            raise ValueError(f"lambda_contrast must be >= 0, got {self.lambda_contrast}")
+        for key in ("hidden_dropout_prob", "attn_dropout_prob", "emb_dropout_prob"):
+            if not 0.0 <= config[key] < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {config[key]}")
+        steps = self.inference_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"inference_steps must be ~ (full DDPM chain) or a positive int, got {steps!r}")
+
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.emb_dropout = nn.Dropout(config["emb_dropout_prob"])
+        self.emb_layer_norm = nn.LayerNorm(self.hidden_size, eps=config["layer_norm_eps"])
+        self.code_logits = nn.Linear(self.max_seq_length * self.hidden_size, self.num_codes)
+        self.register_buffer("codebook", torch.zeros(self.num_codes, self.max_seq_length, self.hidden_size))
+        self.step_embedding = StepEmbedding(self.hidden_size)
+        self.encoder = SequenceEncoder(
+            max_seq_length=self.max_seq_length,
+            hidden_size=self.hidden_size,
+            n_layers=config["n_layers"],
+            n_heads=config["n_heads"],
+            inner_size=config["inner_size"],
+            hidden_dropout_prob=config["hidden_dropout_prob"],
+            attn_dropout_prob=config["attn_dropout_prob"],
+            hidden_act=config["hidden_act"],
+            layer_norm_eps=config["layer_norm_eps"],
+            causal=False,
+        )
+        self.output_dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.output_layer_norm = nn.LayerNorm(self.hidden_size, eps=config["layer_norm_eps"])
+        betas = make_betas(config["beta_schedule"], config["diffusion_steps"])
+        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")  # PyTorch's default init everywhere, as official
+
+    def quantize(self, history):
+        """SVQ: the code ``s_q`` of each history ``[batch, L, d]``; in training, first refresh the used codes."""
+        flat = history.flatten(1)
+        logits = self.code_logits(flat)
+        if not self.training:
+            return self.codebook[logits.argmax(dim=-1)]
+        one_hot = F.gumbel_softmax(logits, tau=self.gumbel_temperature, hard=True)  # straight-through
+        codebook = self.update_codebook(flat, one_hot.detach())
+        return (one_hot @ codebook.flatten(1)).view_as(history)
+
+    def update_codebook(self, flat_history, assignment):
+        """Set every code used by ``assignment`` (one-hot ``[batch, K]``) to the mean of its histories.
+
+        Returns the new codebook ``[K, L, d]`` (differentiable w.r.t. the histories) and stores it in the buffer.
+        """
+        counts = assignment.sum(dim=0)
+        means = (assignment.t() @ flat_history) / counts.clamp(min=1)[:, None]
+        codebook = torch.where(counts[:, None] > 0, means, self.codebook.flatten(1)).view_as(self.codebook)
+        self.codebook = codebook.detach().clone()
+        return codebook
+
+    def forward(self, item_seq, item_seq_len):
+        """Right-aligned histories and their guidance ``s~ = lambda_history s + lambda_code s_q``, ``[batch, L, d]``."""
+        item_seq = align_right(item_seq, item_seq_len)
+        history = self.emb_layer_norm(self.emb_dropout(self.item_embedding(item_seq)))
+        guidance = self.lambda_history * history + self.lambda_code * self.quantize(history)
+        return item_seq, guidance
+
+    def denoise(self, item_seq, guidance, noisy_item, timesteps):
+        """Predict the clean target embedding from the guidance and the noisy target ``e_t``."""
+        step = self.step_embedding(timesteps.float() * (1000.0 / self.diffusion.num_steps))
+        hidden = self.encoder(item_seq, guidance + NOISY_ITEM_WEIGHT * (noisy_item + step)[:, None, :])
+        return self.output_layer_norm(self.output_dropout(hidden[:, -1]))
+
+    def discrepancy_loss(self, generated):
+        """CDM: InfoNCE over cosine similarities of the generated items, each its own positive."""
+        generated = F.normalize(generated, dim=-1)
+        logits = generated @ generated.t() / self.contrast_temperature
+        return F.cross_entropy(logits, torch.arange(len(generated), device=generated.device))
+
+    def calculate_loss(self, interaction):
+        item_seq, guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        target = interaction[self.POS_ITEM_ID]
+        target_embedding = self.item_embedding(target)
+        timesteps = self.diffusion.sample_timesteps(target.size(0), target.device)
+        noisy_item = self.diffusion.q_sample(target_embedding, timesteps)
+        generated = self.denoise(item_seq, guidance, noisy_item, timesteps)
+        recommendation_loss = F.cross_entropy(generated @ self.item_embedding.weight.t(), target)
+        return recommendation_loss + self.lambda_contrast * self.discrepancy_loss(generated)
+
+    @torch.no_grad()
+    def generate(self, item_seq, guidance):
+        """Run the reverse chain (DDPM, or DDIM with ``inference_steps``) guided by ``s~``."""
+        return self.diffusion.sample(
+            lambda noisy_item, timesteps: self.denoise(item_seq, guidance, noisy_item, timesteps),
+            (item_seq.size(0), self.hidden_size),
+            item_seq.device,
+            num_inference_steps=self.inference_steps,
+            eta=self.ddim_eta,
+        )
+
+    def predict(self, interaction):
+        generated = self.generate(*self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        return (generated * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        generated = self.generate(*self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        scores = generated @ self.item_embedding.weight.t()
+        scores[:, 0] = -torch.inf  # the padding item
+        return scores
