@@ -4,3 +4,4 @@ from recbole_diffusion.model.sequential_recommender.dreamrec import DreamRec  # 
 from recbole_diffusion.model.sequential_recommender.diffurec import DiffuRec  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diffrec2 import DiffRec2  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diqdiff import DiQDiff  # noqa: F401
+from recbole_diffusion.model.sequential_recommender.diffdiv import DiffDiv  # noqa: F401
