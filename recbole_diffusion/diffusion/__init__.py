@@ -1,6 +1,32 @@
-"""Shared diffusion core: noise schedules and the Gaussian diffusion process."""
+"""Shared diffusion core: noise schedules, the Gaussian diffusion process and its spherical (geodesic) variant."""
 
 from recbole_diffusion.diffusion.gaussian import PREDICTION_TYPES, GaussianDiffusion, guided_output
 from recbole_diffusion.diffusion.schedules import SCHEDULES, make_betas
+from recbole_diffusion.diffusion.spherical import (
+    exp_map,
+    geodesic_distance,
+    geodesic_q_sample,
+    log_map,
+    project_to_sphere,
+    right_angle_noise_scale,
+    spherical_sample,
+    spherical_step,
+    tangent_projection,
+)
 
-__all__ = ["GaussianDiffusion", "PREDICTION_TYPES", "SCHEDULES", "guided_output", "make_betas"]
+__all__ = [
+    "GaussianDiffusion",
+    "PREDICTION_TYPES",
+    "SCHEDULES",
+    "exp_map",
+    "geodesic_distance",
+    "geodesic_q_sample",
+    "guided_output",
+    "log_map",
+    "make_betas",
+    "project_to_sphere",
+    "right_angle_noise_scale",
+    "spherical_sample",
+    "spherical_step",
+    "tangent_projection",
+]
