@@ -97,7 +97,9 @@ def get_model(model_name):
         known = plugin_model_names() + recbole_model_names()
         same_but_case = [name for name in known if name.lower() == str(model_name).lower()]
         close = same_but_case + [
-            name for name in difflib.get_close_matches(str(model_name), known, n=5, cutoff=0.5) if name not in same_but_case
+            name
+            for name in difflib.get_close_matches(str(model_name), known, n=5, cutoff=0.5)
+            if name not in same_but_case
         ]
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ModelNotFoundError(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, guided_output, make_betas
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, betas_from_config, guided_output, make_betas
 
 T = 100
 
@@ -456,3 +456,9 @@ def test_partial_chain_from_noised_data_recovers_data(num_inference_steps):
         betas, alphas_cumprod, steps, ddim, mean=math.sqrt(ab) * MU, var=ab * STD**2 + 1 - ab
     )
     assert_stats(samples, mean, std, *sampling_tolerances(std))
+
+
+def test_betas_from_config_uses_the_linear_ends_only_for_linear():
+    config = {"beta_schedule": "linear", "diffusion_steps": 10, "beta_start": 0.001, "beta_end": 0.05}
+    torch.testing.assert_close(betas_from_config(config), make_betas("linear", 10, beta_start=0.001, beta_end=0.05))
+    torch.testing.assert_close(betas_from_config({**config, "beta_schedule": "cosine"}), make_betas("cosine", 10))

@@ -1,7 +1,7 @@
 """Shared diffusion core: noise schedules, the Gaussian diffusion process and its spherical (geodesic) variant."""
 
 from recbole_diffusion.diffusion.gaussian import PREDICTION_TYPES, GaussianDiffusion, guided_output
-from recbole_diffusion.diffusion.schedules import SCHEDULES, make_betas
+from recbole_diffusion.diffusion.schedules import SCHEDULES, betas_from_config, make_betas
 from recbole_diffusion.diffusion.spherical import (
     exp_map,
     geodesic_distance,
@@ -18,6 +18,7 @@ __all__ = [
     "GaussianDiffusion",
     "PREDICTION_TYPES",
     "SCHEDULES",
+    "betas_from_config",
     "exp_map",
     "geodesic_distance",
     "geodesic_q_sample",

@@ -131,3 +131,14 @@ def make_betas(schedule: str, num_steps: int, **kwargs) -> torch.Tensor:
     if not ((betas > 0) & (betas < 1)).all():
         raise ValueError(f"schedule {schedule!r} with {kwargs} gives betas outside (0, 1)")
     return betas
+
+
+def betas_from_config(config) -> torch.Tensor:
+    """``make_betas`` from a model config's ``beta_schedule`` and ``diffusion_steps``.
+
+    For the ``"linear"`` schedule the config's ``beta_start`` and ``beta_end`` give its ends; the other schedules
+    take their defaults. ``config`` is a RecBole ``Config`` or a dict.
+    """
+    schedule = config["beta_schedule"]
+    ends = {"beta_start": config["beta_start"], "beta_end": config["beta_end"]} if schedule == "linear" else {}
+    return make_betas(schedule, config["diffusion_steps"], **ends)

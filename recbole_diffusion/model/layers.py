@@ -44,6 +44,23 @@ class SequenceEncoder(nn.Module):
             layer_norm_eps=layer_norm_eps,
         )
 
+    @classmethod
+    def from_config(cls, config, max_seq_length, causal=True):
+        """Build from the SASRec-style config keys hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob,
+        attn_dropout_prob, hidden_act and layer_norm_eps."""
+        return cls(
+            max_seq_length=max_seq_length,
+            hidden_size=config["hidden_size"],
+            n_layers=config["n_layers"],
+            n_heads=config["n_heads"],
+            inner_size=config["inner_size"],
+            hidden_dropout_prob=config["hidden_dropout_prob"],
+            attn_dropout_prob=config["attn_dropout_prob"],
+            hidden_act=config["hidden_act"],
+            layer_norm_eps=config["layer_norm_eps"],
+            causal=causal,
+        )
+
     def attention_mask(self, item_seq):
         """Additive mask ``[batch, 1, length, length]``: 0 where position i may attend to j, else -10000."""
         length = item_seq.size(1)
@@ -56,6 +73,18 @@ class SequenceEncoder(nn.Module):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).expand_as(item_seq)
         hidden = self.dropout(self.layer_norm(item_embeddings + self.position_embedding(positions)))
         return self.transformer(hidden, self.attention_mask(item_seq), output_all_encoded_layers=False)[-1]
+
+
+def init_normal_weights(module, std):
+    """RecBole's SASRec initialisation, for ``model.apply``: Linear and Embedding weights ~ N(0, std), Linear
+    biases 0, LayerNorm the identity."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.data.zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.bias.data.zero_()
+        module.weight.data.fill_(1.0)
 
 
 def sinusoidal_embedding(timesteps, dim, max_period=10000.0):

@@ -31,14 +31,15 @@ never recommended.
 """
 
 import math
+from functools import partial
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
-from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding
+from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config
+from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding, init_normal_weights
 from recbole_diffusion.utils import register_model
 
 DIVERGENCES = ("beta", "gamma", "mse")
@@ -102,17 +103,7 @@ class DiffDiv(SequentialRecommender):
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.encoder = SequenceEncoder(
-            max_seq_length=self.max_seq_length,
-            hidden_size=self.hidden_size,
-            n_layers=config["n_layers"],
-            n_heads=config["n_heads"],
-            inner_size=config["inner_size"],
-            hidden_dropout_prob=config["hidden_dropout_prob"],
-            attn_dropout_prob=config["attn_dropout_prob"],
-            hidden_act=config["hidden_act"],
-            layer_norm_eps=config["layer_norm_eps"],
-        )
+        self.encoder = SequenceEncoder.from_config(config, self.max_seq_length)
         # DAGL: c -> (mu, log sigma^2) of z, and z -> guidance.
         self.guidance_encoder = nn.Linear(self.hidden_size, 2 * self.latent_size)
         self.guidance_decoder = nn.Linear(self.latent_size, self.hidden_size)
@@ -122,24 +113,10 @@ class DiffDiv(SequentialRecommender):
             nn.GELU(),
             nn.Linear(2 * self.hidden_size, self.hidden_size),
         )
-        betas = make_betas(
-            config["beta_schedule"],
-            config["diffusion_steps"],
-            **({"beta_start": config["beta_start"], "beta_end": config["beta_end"]}
-               if config["beta_schedule"] == "linear" else {}),
-        )
+        betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.apply(self._init_weights)
+        self.apply(partial(init_normal_weights, std=self.initializer_range))
         nn.init.normal_(self.item_embedding.weight, std=1.0)
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
 
     def forward(self, item_seq, item_seq_len):
         """The posterior ``q(z | c)`` of the history: ``(mu, log_var)``, each ``[batch, latent_size]``."""

@@ -29,6 +29,8 @@ the paper's "efficient training strategy" is not reproduced (each example gets o
 DDPM); the padding item is never recommended.
 """
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -36,7 +38,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
-from recbole_diffusion.model.layers import SequenceEncoder, sinusoidal_embedding
+from recbole_diffusion.model.layers import SequenceEncoder, init_normal_weights, sinusoidal_embedding
 from recbole_diffusion.utils import register_model
 
 INFERENCE_MODES = ("seeds", "chain")
@@ -71,30 +73,10 @@ class DiffRec2(SequentialRecommender):
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.item_bias = nn.Parameter(torch.zeros(self.n_items))
-        self.encoder = SequenceEncoder(
-            max_seq_length=self.max_seq_length + 1,  # the history plus the noised target slot
-            hidden_size=self.hidden_size,
-            n_layers=config["n_layers"],
-            n_heads=config["n_heads"],
-            inner_size=config["inner_size"],
-            hidden_dropout_prob=config["hidden_dropout_prob"],
-            attn_dropout_prob=config["attn_dropout_prob"],
-            hidden_act=config["hidden_act"],
-            layer_norm_eps=config["layer_norm_eps"],
-            causal=False,
-        )
-        self.apply(self._init_weights)
+        self.encoder = SequenceEncoder.from_config(config, self.max_seq_length + 1, causal=False)
+        self.apply(partial(init_normal_weights, std=self.initializer_range))
         # Unit-variance item embeddings, on the scale of the Gaussian noise they are diffused into.
         nn.init.normal_(self.item_embedding.weight, std=1.0)
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
 
     def forward(self, item_seq, item_seq_len, noisy_target, timesteps):
         """Denoiser ``f``: predict the clean target embedding ``h_T^0``, ``[batch, hidden]``.

@@ -32,6 +32,8 @@ length ``sqrt(1 - ab_t) sqrt(d - 1)`` (6.3 rad at step T for the defaults), so t
 ``x_T`` can land back near ``x0`` (``noise_scale: 1.0`` restores it); the reverse steps use the same scale.
 """
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -40,12 +42,12 @@ from torch import nn
 
 from recbole_diffusion.diffusion import (
     GaussianDiffusion,
+    betas_from_config,
     geodesic_q_sample,
-    make_betas,
     right_angle_noise_scale,
     spherical_sample,
 )
-from recbole_diffusion.model.layers import StepEmbedding
+from recbole_diffusion.model.layers import StepEmbedding, init_normal_weights
 from recbole_diffusion.utils import register_model
 
 GEM_TYPES = ("model", "rule")
@@ -98,24 +100,13 @@ class DimeRec(SequentialRecommender):
             nn.SiLU(),
             nn.Linear(denoiser_hidden_size, self.hidden_size),
         )
-        betas = make_betas(
-            config["beta_schedule"],
-            config["diffusion_steps"],
-            **({"beta_start": config["beta_start"], "beta_end": config["beta_end"]}
-               if config["beta_schedule"] == "linear" else {}),
-        )
+        betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
         if noise_scale is None:
             noise_scale = right_angle_noise_scale(self.diffusion, self.hidden_size)
         self.noise_scale = noise_scale
-        self.apply(self._init_weights)
+        self.apply(partial(init_normal_weights, std=self.initializer_range))
         self.item_embedding.weight.data[0].zero_()  # the padding item stays the zero vector
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
 
     def item_vectors(self, items=None):
         """Item embeddings on the unit sphere (the padding item maps to the zero vector)."""

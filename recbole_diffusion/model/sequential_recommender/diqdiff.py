@@ -88,22 +88,12 @@ class DiQDiff(SequentialRecommender):
         self.code_logits = nn.Linear(self.max_seq_length * self.hidden_size, self.num_codes)
         self.register_buffer("codebook", torch.zeros(self.num_codes, self.max_seq_length, self.hidden_size))
         self.step_embedding = StepEmbedding(self.hidden_size)
-        self.encoder = SequenceEncoder(
-            max_seq_length=self.max_seq_length,
-            hidden_size=self.hidden_size,
-            n_layers=config["n_layers"],
-            n_heads=config["n_heads"],
-            inner_size=config["inner_size"],
-            hidden_dropout_prob=config["hidden_dropout_prob"],
-            attn_dropout_prob=config["attn_dropout_prob"],
-            hidden_act=config["hidden_act"],
-            layer_norm_eps=config["layer_norm_eps"],
-            causal=False,
-        )
+        self.encoder = SequenceEncoder.from_config(config, self.max_seq_length, causal=False)
         self.output_dropout = nn.Dropout(config["hidden_dropout_prob"])
         self.output_layer_norm = nn.LayerNorm(self.hidden_size, eps=config["layer_norm_eps"])
         betas = make_betas(config["beta_schedule"], config["diffusion_steps"])
-        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")  # PyTorch's default init everywhere, as official
+        # Every layer keeps PyTorch's default init, as in the official code.
+        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
 
     def quantize(self, history):
         """SVQ: the code ``s_q`` of each history ``[batch, L, d]``; in training, first refresh the used codes."""
