@@ -1,3 +1,6 @@
-"""The plugin's models; importing this package registers them with :func:`recbole_diffusion.get_model`."""
+"""The plugin's models; importing this package registers them with :func:`recbole_diffusion.get_model`.
 
-from recbole_diffusion.model import sequential_recommender  # noqa: F401
+Every model class is importable from here, e.g. ``from recbole_diffusion.model import DreamRec``.
+"""
+
+from recbole_diffusion.model.sequential_recommender import *  # noqa: F401,F403
