@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recbole.utils import init_seed
+
+from recbole_diffusion import Config, create_dataset, data_preparation, get_model
 
 N_USERS = 300
 N_ITEMS = 60
@@ -46,6 +49,26 @@ def markov_sequences(seed=0):
 def random_sequences(seed=0):
     rng = np.random.default_rng(seed)
     return {user: rng.integers(N_ITEMS, size=SEQUENCE_LENGTH).tolist() for user in range(N_USERS)}
+
+
+def build_model(model_name, config_dict, dataset="markov"):
+    """Config, seeded model and train / valid / test data for ``model_name`` on one of the synthetic datasets."""
+    config = Config(model=model_name, dataset=dataset, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data._dataset)
+    return config, model, train_data, valid_data, test_data
+
+
+def count_calls_in_full_sort(model, module, test_data):
+    """How many times ``module`` runs while ``model``, in eval mode, full-sort scores the first test batch."""
+    model.eval()
+    batch = next(iter(test_data))[0]
+    calls = []
+    module.register_forward_hook(lambda *args: calls.append(1))
+    model.full_sort_predict(batch)
+    return len(calls)
 
 
 @pytest.fixture(autouse=True)

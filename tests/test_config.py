@@ -4,7 +4,6 @@ import sys
 
 import pytest
 import yaml
-from recbole.config import Config as RecBoleConfig
 from recbole.data.dataloader import TrainDataLoader, UserDataLoader
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.trainer import Trainer
@@ -119,28 +118,6 @@ def test_registry_falls_back_to_recbole_and_explains_unknown_names():
         get_model("Dreamrec")
     with pytest.raises(ValueError, match="Unknown model 'NoSuchModel'"):
         get_model("NoSuchModel")
-
-
-def test_plain_recbole_recipe(tiny_config):
-    """The README recipe: RecBole's own Config and Trainer with a plugin model class and its yaml."""
-    from recbole.data import create_dataset as recbole_create_dataset
-    from recbole.data import data_preparation as recbole_data_preparation
-
-    from recbole_diffusion.model import DreamRec
-
-    config = RecBoleConfig(
-        model=DreamRec,
-        dataset="markov",
-        config_file_list=[str(resources.model_yaml("DreamRec"))],
-        config_dict={**tiny_config, "hidden_size": 16, "inner_size": 16, "diffusion_steps": 20},
-    )
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = recbole_data_preparation(config, recbole_create_dataset(config))
-    model = DreamRec(config, train_data._dataset)
-    trainer = Trainer(config, model)
-    trainer.fit(train_data, valid_data)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert 0.0 <= result["hit@10"] <= 1.0
 
 
 @pytest.mark.parametrize(

@@ -1,58 +1,19 @@
-"""DiffDiv end to end on tiny synthetic data, plus its robust divergences and multi-channel inference."""
+"""DiffDiv-specific tests: robust divergences, multi-channel inference and config validation.
+Training, learnability, save / load and reproducibility are in test_sequential_models.py."""
 
 import math
 
 import pytest
 import torch
-from recbole.utils import init_seed
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
 from recbole_diffusion.model.sequential_recommender.diffdiv import beta_cross_entropy, gamma_cross_entropy
-from tests.conftest import N_ITEMS
-
-DIFFDIV_SMALL = {
-    "hidden_size": 32,
-    "inner_size": 32,
-    "latent_size": 32,
-    "diffusion_steps": 50,
-    "learning_rate": 0.005,
-}
-
-
-def build(config_dict, dataset="markov"):
-    config = Config(model="DiffDiv", dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("DiffDiv")(config, train_data._dataset)
-    return config, model, train_data, valid_data, test_data
-
-
-def test_one_epoch_and_full_sort(tiny_config):
-    config, model, train_data, valid_data, test_data = build({**tiny_config, **DIFFDIV_SMALL})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert set(result) == {"hit@10", "ndcg@10"}
-    batch = next(iter(test_data))[0]
-    scores = model.full_sort_predict(batch)
-    assert scores.shape == (len(batch), test_data._dataset.item_num)
-    assert torch.isfinite(scores[:, 1:]).all()
-    assert (scores[:, 0] == -torch.inf).all()  # the padding item is never recommended
-
-
-def test_learns_markov_pattern_and_stays_at_chance_on_random(tiny_config):
-    config = {**tiny_config, **DIFFDIV_SMALL, "epochs": 8}
-    markov = run_recbole_diffusion("DiffDiv", "markov", config_dict=dict(config), saved=False)
-    noise = run_recbole_diffusion("DiffDiv", "random", config_dict=dict(config), saved=False)
-    chance = 10 / N_ITEMS
-    assert markov["test_result"]["hit@10"] > 0.8 > 4 * chance  # 0.96 to 1.0 over seeds 1, 7, 42, 2020
-    # 300 test users: chance 0.167, std ~0.022; 0.27 is more than four standard deviations above chance.
-    assert noise["test_result"]["hit@10"] < 0.27
+from tests.conftest import build_model
+from tests.sequential_configs import DIFFDIV_SMALL
 
 
 def test_full_sort_score_is_max_over_channels(tiny_config):
-    config, model, _, _, test_data = build({**tiny_config, **DIFFDIV_SMALL, "num_channels": 3, "inference_steps": 5})
+    channels = {"num_channels": 3, "inference_steps": 5}
+    _, model, _, _, test_data = build_model("DiffDiv", {**tiny_config, **DIFFDIV_SMALL, **channels})
     model.eval()
     batch = next(iter(test_data))[0]
     torch.manual_seed(3)
@@ -71,7 +32,8 @@ def test_full_sort_score_is_max_over_channels(tiny_config):
 
 
 def test_channels_share_one_denoiser_call_per_step(tiny_config):
-    config, model, _, _, test_data = build({**tiny_config, **DIFFDIV_SMALL, "num_channels": 3, "inference_steps": 5})
+    channels = {"num_channels": 3, "inference_steps": 5}
+    _, model, _, _, test_data = build_model("DiffDiv", {**tiny_config, **DIFFDIV_SMALL, **channels})
     model.eval()
     batch = next(iter(test_data))[0]
     rows = []
@@ -112,33 +74,6 @@ def test_robust_divergence_down_weights_outliers():
         assert grad[1, 0].abs() / grad[0, 0].abs() < 1.0
 
 
-def test_save_load_gives_identical_scores(tiny_config):
-    config, model, train_data, valid_data, test_data = build({**tiny_config, **DIFFDIV_SMALL})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    reloaded = get_model("DiffDiv")(config, train_data._dataset)
-    reloaded.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    reloaded.eval()
-    batch = next(iter(test_data))[0]
-    torch.manual_seed(7)
-    original_scores = model.full_sort_predict(batch)
-    torch.manual_seed(7)
-    reloaded_scores = reloaded.full_sort_predict(batch)
-    assert torch.equal(original_scores, reloaded_scores)
-
-
-def test_same_seed_same_metrics(tiny_config):
-    config = {**tiny_config, **DIFFDIV_SMALL, "epochs": 2}
-    first = run_recbole_diffusion("DiffDiv", "markov", config_dict=dict(config), saved=False)
-    second = run_recbole_diffusion("DiffDiv", "markov", config_dict=dict(config), saved=False)
-    other_seed = run_recbole_diffusion("DiffDiv", "markov", config_dict={**config, "seed": 7}, saved=False)
-    assert first["test_result"] == second["test_result"]
-    assert first["best_valid_result"] == second["best_valid_result"]
-    assert other_seed["best_valid_result"] != first["best_valid_result"]
-
-
 @pytest.mark.parametrize(
     "key, value, message",
     [
@@ -152,4 +87,4 @@ def test_same_seed_same_metrics(tiny_config):
 )
 def test_bad_config_is_rejected(tiny_config, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build({**tiny_config, **DIFFDIV_SMALL, key: value})
+        build_model("DiffDiv", {**tiny_config, **DIFFDIV_SMALL, key: value})

@@ -1,46 +1,12 @@
-"""DiffRec2 end to end on tiny synthetic data: training, full-sort evaluation, learnability, leakage, inference, I/O."""
+"""DiffRec2-specific tests: seeds and chain inference, the clean history, config validation.
+Training, learnability, save / load and reproducibility are in test_sequential_models.py."""
 
 import pytest
 import torch
-from recbole.utils import init_seed
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
 from recbole_diffusion.model.layers import sinusoidal_embedding
-from tests.conftest import N_ITEMS
-
-DIFFREC2_SMALL = {"hidden_size": 32, "inner_size": 64, "diffusion_steps": 50, "learning_rate": 0.005}
-
-
-def build(config_dict, dataset="markov"):
-    config = Config(model="DiffRec2", dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("DiffRec2")(config, train_data._dataset)
-    return config, model, train_data, valid_data, test_data
-
-
-def test_one_epoch_and_full_sort(tiny_config):
-    config, model, train_data, valid_data, test_data = build({**tiny_config, **DIFFREC2_SMALL})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert set(result) == {"hit@10", "ndcg@10"}
-    batch = next(iter(test_data))[0]
-    scores = model.full_sort_predict(batch)
-    assert scores.shape == (len(batch), test_data._dataset.item_num)
-    assert (scores[:, 0] == -torch.inf).all()  # the padding item is never recommended
-    assert torch.isfinite(scores[:, 1:]).all()
-
-
-def test_learns_markov_pattern_and_stays_at_chance_on_random(tiny_config):
-    config = {**tiny_config, **DIFFREC2_SMALL, "epochs": 10}
-    markov = run_recbole_diffusion("DiffRec2", "markov", config_dict=dict(config), saved=False)
-    noise = run_recbole_diffusion("DiffRec2", "random", config_dict=dict(config), saved=False)
-    chance = 10 / N_ITEMS
-    assert markov["test_result"]["hit@10"] > 0.8 > chance
-    # 300 test users: chance 0.167, std ~0.022; 0.27 is more than four standard deviations above chance.
-    assert noise["test_result"]["hit@10"] < 0.27
+from tests.conftest import build_model
+from tests.sequential_configs import DIFFREC2_SMALL
 
 
 def record_denoiser_calls(model):
@@ -57,7 +23,7 @@ def record_denoiser_calls(model):
 
 def test_seeds_inference_is_one_denoising_step_per_seed(tiny_config):
     inference = {"inference_seeds": 4, "inference_step": 20}
-    config, model, _, _, test_data = build({**tiny_config, **DIFFREC2_SMALL, **inference})
+    _, model, _, _, test_data = build_model("DiffRec2", {**tiny_config, **DIFFREC2_SMALL, **inference})
     model.eval()
     batch = next(iter(test_data))[0]
     calls = record_denoiser_calls(model)
@@ -66,7 +32,7 @@ def test_seeds_inference_is_one_denoising_step_per_seed(tiny_config):
 
 
 def test_seeds_inference_defaults_to_last_step_and_averages(tiny_config):
-    config, model, _, _, test_data = build({**tiny_config, **DIFFREC2_SMALL, "inference_seeds": 3})
+    _, model, _, _, test_data = build_model("DiffRec2", {**tiny_config, **DIFFREC2_SMALL, "inference_seeds": 3})
     model.eval()
     batch = next(iter(test_data))[0]
     item_seq, item_seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
@@ -81,7 +47,7 @@ def test_seeds_inference_defaults_to_last_step_and_averages(tiny_config):
 
 
 def test_chain_inference_runs_the_full_reverse_chain(tiny_config):
-    config, model, _, _, test_data = build({**tiny_config, **DIFFREC2_SMALL, "inference_mode": "chain"})
+    _, model, _, _, test_data = build_model("DiffRec2", {**tiny_config, **DIFFREC2_SMALL, "inference_mode": "chain"})
     model.eval()
     batch = next(iter(test_data))[0]
     calls = record_denoiser_calls(model)
@@ -91,7 +57,7 @@ def test_chain_inference_runs_the_full_reverse_chain(tiny_config):
 
 def test_history_is_not_noised(tiny_config):
     """The encoder sees clean history embeddings, the noisy target right after them, and z_n at every position."""
-    config, model, train_data, _, _ = build({**tiny_config, **DIFFREC2_SMALL})
+    _, model, train_data, _, _ = build_model("DiffRec2", {**tiny_config, **DIFFREC2_SMALL})
     batch = next(iter(train_data))
     item_seq, item_seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
     seen = []
@@ -103,33 +69,6 @@ def test_history_is_not_noised(tiny_config):
     expected[torch.arange(len(batch)), item_seq_len] = noisy
     expected = expected + sinusoidal_embedding(steps, model.hidden_size)[:, None, :]
     torch.testing.assert_close(seen[0], expected)
-
-
-def test_save_load_gives_identical_scores(tiny_config, tmp_path):
-    config, model, train_data, valid_data, test_data = build({**tiny_config, **DIFFREC2_SMALL})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    reloaded = get_model("DiffRec2")(config, train_data._dataset)
-    reloaded.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    reloaded.eval()
-    batch = next(iter(test_data))[0]
-    torch.manual_seed(7)
-    original_scores = model.full_sort_predict(batch)
-    torch.manual_seed(7)
-    reloaded_scores = reloaded.full_sort_predict(batch)
-    assert torch.equal(original_scores, reloaded_scores)
-
-
-def test_same_seed_same_metrics(tiny_config):
-    config = {**tiny_config, **DIFFREC2_SMALL, "epochs": 2}
-    first = run_recbole_diffusion("DiffRec2", "markov", config_dict=dict(config), saved=False)
-    second = run_recbole_diffusion("DiffRec2", "markov", config_dict=dict(config), saved=False)
-    other_seed = run_recbole_diffusion("DiffRec2", "markov", config_dict={**config, "seed": 7}, saved=False)
-    assert first["test_result"] == second["test_result"]
-    assert first["best_valid_result"] == second["best_valid_result"]
-    assert other_seed["best_valid_result"] != first["best_valid_result"]
 
 
 @pytest.mark.parametrize(
@@ -145,4 +84,4 @@ def test_same_seed_same_metrics(tiny_config):
 )
 def test_bad_config_is_rejected(tiny_config, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build({**tiny_config, **DIFFREC2_SMALL, key: value})
+        build_model("DiffRec2", {**tiny_config, **DIFFREC2_SMALL, key: value})

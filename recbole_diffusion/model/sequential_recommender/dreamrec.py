@@ -115,4 +115,6 @@ class DreamRec(SequentialRecommender):
 
     def full_sort_predict(self, interaction):
         oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
-        return oracle @ self.item_embedding.weight.t()
+        scores = oracle @ self.item_embedding.weight.t()
+        scores[:, 0] = -torch.inf  # the padding item
+        return scores
