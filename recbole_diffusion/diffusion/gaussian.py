@@ -234,3 +234,22 @@ class GaussianDiffusion(nn.Module):
             t = timestep_batch(step)
             x_t = self.ddim_step(denoise_fn(x_t, t), x_t, t, prev_step, eta=eta, generator=generator)
         return x_t
+
+    def snr(self, t):
+        """Signal-to-noise ratio ``ab_t / (1 - ab_t)`` of step ``t`` (LongTensor or int).
+
+        Taken from ``sqrt(1 / ab_t - 1)`` (computed in float64), which keeps full precision where ``ab_t`` is
+        close to 1 (DiffRec's small noise scales) and ``1 - ab_t`` in float32 would not.
+        """
+        return self.sqrt_recipm1_alphas_cumprod[torch.as_tensor(t, device=self.alphas_cumprod.device)] ** -2
+
+    def sample_mean(self, denoise_fn, x_t, start_step=None):
+        """Reverse chain from ``x_t`` at ``start_step`` (default ``T - 1``) down to 0 that takes only the mean of
+        each ``p(x_{t-1} | x_t)`` and samples no noise (DiffRec's inference with ``sampling_noise`` off).
+
+        ``denoise_fn(x_t, t_batch) -> model_output`` in the ``prediction_type`` form; returns the final mean.
+        """
+        for step in range(self._first_step(start_step), -1, -1):
+            t = torch.full((x_t.shape[0],), step, device=x_t.device, dtype=torch.long)
+            x_t = self.p_mean_variance(denoise_fn(x_t, t), x_t, t)[0]
+        return x_t
