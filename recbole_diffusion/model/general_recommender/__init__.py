@@ -1,0 +1,4 @@
+"""General (collaborative-filtering) diffusion recommenders (RecBole ``GeneralRecommender`` subclasses); one import
+line per model."""
+
+from recbole_diffusion.model.general_recommender.diffrec import DiffRec, TDiffRec  # noqa: F401

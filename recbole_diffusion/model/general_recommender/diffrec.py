@@ -1,0 +1,251 @@
+"""DiffRec and T-DiffRec.
+
+Reference:
+    Wenjie Wang, Yiyan Xu, Fuli Feng, Xinyu Lin, Xiangnan He, Tat-Seng Chua.
+    "Diffusion Recommender Model." SIGIR 2023. Official code: YiyanXu/DiffRec.
+
+A user's training interactions form the vector ``x_0`` over all items. It is noised to ``x_t`` at a step drawn by
+importance sampling over the history of per-step losses, and an MLP predicts ``x_0`` (or the noise) from
+``[x_t, step embedding]``; the loss is the MSE, weighted per step by ``SNR(t-1) - SNR(t)`` (the paper's Eq. 11-12).
+Inference noises the history for ``sampling_steps`` (``T'``) steps (not at all when 0), then runs the reverse
+chain of all ``steps`` (``T``) from there, taking only the mean of each step (no sampled noise); the result scores
+all items. T-DiffRec (``TDiffRec``) feeds time-aware weights instead of ones: each user's training interactions,
+in time order, get ``linspace(w_min, w_max)``.
+
+Config keys (defaults and comments in ``properties/model/DiffRec.yaml``):
+    steps, noise_schedule, noise_scale, noise_min, noise_max, beta_fixed, mean_type, reweight,
+    history_num_per_term, sampling_steps, sampling_noise, dims_dnn, embedding_size, mlp_act_func, dropout, norm;
+    TDiffRec also w_min, w_max.
+
+Differences from the official code: biases start at zero (the official code draws them from N(0, 0.001); RecBole's
+DiffRec also uses zeros, so that both give the same weights for the same seed); ``noise_scale: 0`` (the no-noise ablation) is not supported; the padding item is
+never recommended. RecBole's built-in DiffRec differs from the official code in its defaults (``linear`` schedule)
+and in not mirroring ``dims_dnn`` (official: ``[200, 600]`` gives ``n -> 600 -> 200 -> 600 -> n``); here both
+follow the official code.
+"""
+
+import math
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import AutoEncoderMixin, GeneralRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
+from recbole_diffusion.diffusion.timestep_sampler import LossAwareSampler
+from recbole_diffusion.utils import register_model
+
+NOISE_SCHEDULES = ("linear-var", "linear", "cosine")
+MEAN_TYPES = ("x0", "eps")
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+
+
+def diffrec_betas(noise_schedule, steps, noise_scale, noise_min, noise_max, beta_fixed):
+    """DiffRec's betas from the shared schedules; ``beta_fixed`` sets the first beta to 1e-5 as the official code."""
+    if noise_schedule not in NOISE_SCHEDULES:
+        raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {noise_schedule!r}")
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}")
+    if noise_schedule == "linear-var":
+        kwargs = {"noise_scale": noise_scale, "noise_min": noise_min, "noise_max": noise_max}
+    elif noise_schedule == "linear":
+        kwargs = {"beta_start": noise_scale * noise_min, "beta_end": noise_scale * noise_max}
+    else:
+        kwargs = {}
+    betas = make_betas(noise_schedule, steps, **kwargs)
+    if beta_fixed:
+        betas[0] = 1e-5
+    return betas
+
+
+def step_features(timesteps, dim, max_period=10000.0):
+    """DiffRec's sinusoidal step features ``[cos(t f_i), sin(t f_i)]``, ``f_i = max_period ** (-i / (dim // 2))``.
+
+    (The plugin's ``layers.sinusoidal_embedding`` puts sin first and divides by ``dim/2 - 1``; this keeps DiffRec's
+    exact features so that the model matches RecBole's and the official DiffRec.)
+    """
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, device=timesteps.device) / half)
+    angles = timesteps.float()[:, None] * frequencies[None, :]
+    features = torch.cat([angles.cos(), angles.sin()], dim=-1)
+    return nn.functional.pad(features, (0, dim % 2))
+
+
+class DiffRecDenoiser(nn.Module):
+    """DiffRec's MLP: ``[dropout(x_t), Linear(step features)]`` through Linear layers of sizes
+    ``in -> reversed(dims) -> dims[1:] -> in`` (mirrored as in the official code), the activation between them.
+    Weights are Xavier-normal, biases zero."""
+
+    def __init__(self, in_features, dims, step_embedding_size, activation="tanh", dropout=0.5, norm=False):
+        super().__init__()
+        self.step_embedding_size = step_embedding_size
+        self.norm = norm
+        self.step_layer = nn.Linear(step_embedding_size, step_embedding_size)
+        self.dropout = nn.Dropout(dropout)
+        sizes = [in_features + step_embedding_size] + list(dims[::-1]) + list(dims[1:]) + [in_features]
+        layers = []
+        for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(size_in, size_out))
+            if index < len(sizes) - 2:
+                layers.append(ACTIVATIONS[activation]())
+        self.mlp = nn.Sequential(*layers)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x_t, timesteps):
+        step = self.step_layer(step_features(timesteps, self.step_embedding_size))
+        if self.norm:
+            x_t = nn.functional.normalize(x_t, dim=-1)
+        return self.mlp(torch.cat([self.dropout(x_t), step], dim=-1))
+
+
+def _positive_int(config, key):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a positive int, got {value!r}")
+    return value
+
+
+@register_model
+class DiffRec(GeneralRecommender, AutoEncoderMixin):
+    input_type = InputType.POINTWISE
+    train_batch_by_user = True
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.steps = _positive_int(config, "steps")
+        self.mean_type = config["mean_type"]
+        self.reweight = config["reweight"]
+        self.sampling_steps = config["sampling_steps"]
+        self.sampling_noise = config["sampling_noise"]
+        dims = config["dims_dnn"]
+        embedding_size = config["embedding_size"]
+        activation = config["mlp_act_func"]
+        dropout = config["dropout"]
+        if self.mean_type not in MEAN_TYPES:
+            raise ValueError(f"mean_type must be one of {MEAN_TYPES}, got {self.mean_type!r}")
+        if not 0 <= self.sampling_steps <= self.steps:
+            raise ValueError(f"sampling_steps must be in 0..steps ({self.steps}), got {self.sampling_steps!r}")
+        if not dims or not all(isinstance(size, int) and size > 0 for size in dims):
+            raise ValueError(f"dims_dnn must be a non-empty list of positive ints, got {dims!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"mlp_act_func must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        betas = diffrec_betas(
+            config["noise_schedule"], self.steps, config["noise_scale"], config["noise_min"], config["noise_max"],
+            config["beta_fixed"],
+        )
+
+        self.build_histroy_items(dataset)
+        self.diffusion = GaussianDiffusion(betas, prediction_type=self.mean_type)
+        self.timestep_sampler = LossAwareSampler(self.steps, _positive_int(config, "history_num_per_term"))
+        self.denoiser = self.build_denoiser(self.n_items, dims, embedding_size, activation, dropout, config["norm"])
+
+    def build_denoiser(self, in_features, dims, embedding_size, activation, dropout, norm):
+        return DiffRecDenoiser(in_features, dims, embedding_size, activation, dropout, norm)
+
+    def forward(self, x_t, timesteps):
+        """The denoiser's output (``x_0`` or noise, by ``mean_type``) for ``x_t`` at ``timesteps``."""
+        return self.denoiser(x_t, timesteps)
+
+    def step_weights(self, timesteps):
+        """The paper's per-step loss weight: ``SNR(t-1) - SNR(t)`` for x0 (Eq. 11), 1 at ``t = 0`` (Eq. 12); the
+        official code's ELBO weight of the noise MSE for eps."""
+        previous = (timesteps - 1).clamp(min=0)
+        if self.mean_type == "x0":
+            weights = self.diffusion.snr(previous) - self.diffusion.snr(timesteps)
+        else:
+            alpha_bar = self.diffusion.alphas_cumprod[timesteps]
+            weights = (1 - alpha_bar) / ((1 - self.diffusion.alphas_cumprod[previous]) ** 2 * (1 - self.diffusion.betas[timesteps]))
+        return torch.where(timesteps == 0, torch.ones_like(weights), weights)
+
+    def diffusion_loss(self, x0):
+        """Per-sample DiffRec loss of a batch ``x0`` (importance-weighted), for the mean over the batch."""
+        timesteps, importance_weights = self.timestep_sampler.sample(x0.size(0), x0.device)
+        noise = torch.randn_like(x0)
+        x_t = self.diffusion.q_sample(x0, timesteps, noise)
+        output = self.forward(x_t, timesteps)
+        target = x0 if self.mean_type == "x0" else noise
+        loss = (target - output).pow(2).mean(dim=-1)
+        if self.reweight:
+            if self.mean_type == "eps":  # at t = 0 the official code scores the implied x0 instead
+                x0_loss = (x0 - self.diffusion.to_x0(output, x_t, timesteps)).pow(2).mean(dim=-1) / 2
+                loss = torch.where(timesteps == 0, x0_loss, loss)
+            loss = self.step_weights(timesteps) * loss
+        self.timestep_sampler.update(timesteps, loss)
+        return loss * importance_weights
+
+    def calculate_loss(self, interaction):
+        return self.diffusion_loss(self.get_rating_matrix(interaction[self.USER_ID])).mean()
+
+    @torch.no_grad()
+    def generate(self, x0):
+        """Noise ``x0`` for ``sampling_steps`` steps, then run the reverse chain of all ``steps`` (mean only, or
+        ancestral sampling with ``sampling_noise``)."""
+        x_t = x0
+        if self.sampling_steps > 0:
+            start = torch.full((x0.size(0),), self.sampling_steps - 1, device=x0.device, dtype=torch.long)
+            x_t = self.diffusion.q_sample(x0, start)
+        if self.sampling_noise:
+            return self.diffusion.sample(self.forward, x_t.shape, x_t.device, x_T=x_t, start_step=self.steps - 1)
+        return self.diffusion.sample_mean(self.forward, x_t)
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID][:, None]).squeeze(1)
+
+    def full_sort_predict(self, interaction):
+        scores = self.generate(self.get_rating_matrix(interaction[self.USER_ID]))
+        scores[:, 0] = -torch.inf
+        return scores
+
+
+@register_model
+class TDiffRec(DiffRec):
+    """T-DiffRec: DiffRec over time-aware interaction weights ``linspace(w_min, w_max)`` per user (needs timestamps)."""
+
+    def __init__(self, config, dataset):
+        self.w_min = config["w_min"]
+        self.w_max = config["w_max"]
+        if not 0 <= self.w_min <= self.w_max:
+            raise ValueError(f"w_min and w_max must satisfy 0 <= w_min <= w_max, got {self.w_min!r}, {self.w_max!r}")
+        super().__init__(config, dataset)
+
+    def build_histroy_items(self, dataset):
+        self.history_item_id, self.history_item_value = time_weighted_history(dataset, self.w_min, self.w_max)
+        self.history_item_id = self.history_item_id.to(self.device)
+        self.history_item_value = self.history_item_value.to(self.device)
+
+
+def time_weighted_history(dataset, w_min, w_max):
+    """Each user's items and weights ``linspace(w_min, w_max, n_u)`` in time order, padded to ``[users, max n_u]``.
+
+    Raises:
+        ValueError: the dataset has no timestamp field.
+    """
+    time_field = dataset.time_field
+    if time_field is None or time_field not in dataset.inter_feat.columns:
+        raise ValueError(
+            "T-DiffRec and LT-DiffRec weight interactions by time and need a timestamp field: load it with "
+            "load_col (e.g. {inter: [user_id, item_id, timestamp]}) and set TIME_FIELD; "
+            f"dataset {dataset.dataset_name!r} has none loaded."
+        )
+    users = dataset.inter_feat[dataset.uid_field].numpy()
+    items = dataset.inter_feat[dataset.iid_field].numpy()
+    times = dataset.inter_feat[time_field].numpy()
+    order = np.lexsort((times, users))
+    users, items = users[order], items[order]
+    counts = np.bincount(users, minlength=dataset.user_num)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    positions = np.arange(len(users)) - starts[users]
+    spans = np.maximum(counts[users] - 1, 1)
+    weights = w_min + (w_max - w_min) * positions / spans
+    history_items = torch.zeros(dataset.user_num, max(int(counts.max()), 1), dtype=torch.long)
+    history_weights = torch.zeros(history_items.shape)
+    history_items[users, positions] = torch.from_numpy(items).long()
+    history_weights[users, positions] = torch.from_numpy(weights).float()
+    return history_items, history_weights
