@@ -2,3 +2,4 @@
 line per model."""
 
 from recbole_diffusion.model.general_recommender.diffrec import DiffRec, TDiffRec  # noqa: F401
+from recbole_diffusion.model.general_recommender.ldiffrec import LDiffRec, LTDiffRec  # noqa: F401

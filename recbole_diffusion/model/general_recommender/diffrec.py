@@ -143,10 +143,11 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
         self.build_histroy_items(dataset)
         self.diffusion = GaussianDiffusion(betas, prediction_type=self.mean_type)
         self.timestep_sampler = LossAwareSampler(self.steps, _positive_int(config, "history_num_per_term"))
-        self.denoiser = self.build_denoiser(self.n_items, dims, embedding_size, activation, dropout, config["norm"])
+        self.denoiser = DiffRecDenoiser(self.diffused_size(), dims, embedding_size, activation, dropout, config["norm"])
 
-    def build_denoiser(self, in_features, dims, embedding_size, activation, dropout, norm):
-        return DiffRecDenoiser(in_features, dims, embedding_size, activation, dropout, norm)
+    def diffused_size(self):
+        """Size of the vectors that are diffused: the item count (L-DiffRec: the latent size)."""
+        return self.n_items
 
     def forward(self, x_t, timesteps):
         """The denoiser's output (``x_0`` or noise, by ``mean_type``) for ``x_t`` at ``timesteps``."""
@@ -164,7 +165,8 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
         return torch.where(timesteps == 0, torch.ones_like(weights), weights)
 
     def diffusion_loss(self, x0):
-        """Per-sample DiffRec loss of a batch ``x0`` (importance-weighted), for the mean over the batch."""
+        """Per-sample DiffRec loss of a batch ``x0`` (importance-weighted, to be averaged) and the denoiser's
+        prediction of ``x0``."""
         timesteps, importance_weights = self.timestep_sampler.sample(x0.size(0), x0.device)
         noise = torch.randn_like(x0)
         x_t = self.diffusion.q_sample(x0, timesteps, noise)
@@ -177,10 +179,10 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
                 loss = torch.where(timesteps == 0, x0_loss, loss)
             loss = self.step_weights(timesteps) * loss
         self.timestep_sampler.update(timesteps, loss)
-        return loss * importance_weights
+        return loss * importance_weights, self.diffusion.to_x0(output, x_t, timesteps)
 
     def calculate_loss(self, interaction):
-        return self.diffusion_loss(self.get_rating_matrix(interaction[self.USER_ID])).mean()
+        return self.diffusion_loss(self.get_rating_matrix(interaction[self.USER_ID]))[0].mean()
 
     @torch.no_grad()
     def generate(self, x0):
@@ -204,9 +206,9 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
         return scores
 
 
-@register_model
-class TDiffRec(DiffRec):
-    """T-DiffRec: DiffRec over time-aware interaction weights ``linspace(w_min, w_max)`` per user (needs timestamps)."""
+class TimeAwareHistory:
+    """Mixin for T-DiffRec and LT-DiffRec: the user vectors hold time-aware weights ``linspace(w_min, w_max)`` over
+    each user's training interactions in time order instead of ones (reads w_min, w_max)."""
 
     def __init__(self, config, dataset):
         self.w_min = config["w_min"]
@@ -219,6 +221,11 @@ class TDiffRec(DiffRec):
         self.history_item_id, self.history_item_value = time_weighted_history(dataset, self.w_min, self.w_max)
         self.history_item_id = self.history_item_id.to(self.device)
         self.history_item_value = self.history_item_value.to(self.device)
+
+
+@register_model
+class TDiffRec(TimeAwareHistory, DiffRec):
+    """T-DiffRec: DiffRec over time-aware interaction weights (needs a timestamp field)."""
 
 
 def time_weighted_history(dataset, w_min, w_max):

@@ -1,0 +1,127 @@
+"""Pretrained collaborative embeddings for the models that need them (L-DiffRec's item clusters, DDRM's backbone).
+
+:func:`pretrained_embeddings` returns user and item embeddings of a RecBole LightGCN (or MF) trained with BPR on
+the model's own training split, inside the same command: from a given file, else from a cache under
+``checkpoint_dir``, else by training and caching. A given file is checked against the dataset's counts.
+"""
+
+import copy
+import hashlib
+import os
+from logging import getLogger
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+
+BACKBONES = ("LightGCN", "MF")
+
+
+def _fingerprint(dataset):
+    """A short hash of the training interactions, so that a cache never serves another split."""
+    digest = hashlib.sha1()
+    for field in (dataset.uid_field, dataset.iid_field):
+        digest.update(dataset.inter_feat[field].numpy().astype(np.int64).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def load_embedding_file(path, n_rows, what="item"):
+    """Load a ``.npy`` embedding matrix with ``n_rows - 1`` rows (no padding row, the official DiffRec format) or
+    ``n_rows`` rows (padding row 0 included); returns ``[n_rows, d]`` float32 with row 0 zero."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} embedding file {path} does not exist")
+    matrix = torch.from_numpy(np.asarray(np.load(path, allow_pickle=False), dtype=np.float32))
+    if matrix.dim() != 2 or matrix.size(0) not in (n_rows - 1, n_rows):
+        raise ValueError(
+            f"{what} embedding file {path} has shape {tuple(matrix.shape)}; expected [{n_rows - 1}, d] "
+            f"(one row per {what} in RecBole's internal id order 1..{n_rows - 1}) or [{n_rows}, d] with padding row 0"
+        )
+    if matrix.size(0) == n_rows - 1:
+        matrix = torch.cat([matrix.new_zeros(1, matrix.size(1)), matrix])
+    return matrix
+
+
+def _repair_dok_update():
+    """scipy >= 1.13 dropped ``dok_matrix._update``, which RecBole's LightGCN (and NGCF, NCL, ...) call to build the
+    adjacency matrix; put it back as the update of the dict the matrix keeps. (Belongs in ``compat``.)"""
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        sp.dok_matrix._update = lambda matrix, entries: matrix._dict.update(entries)
+
+
+def _train_backbone(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size):
+    """Train RecBole's LightGCN (or a plain MF) with BPR and uniform negatives on ``dataset``; returns (users, items)."""
+    from recbole.model.general_recommender import LightGCN
+
+    _repair_dok_update()
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is the same whether a cache exists or not
+        torch.manual_seed(config["seed"])
+        return _train_backbone_seeded(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size, LightGCN)
+
+
+def _train_backbone_seeded(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size, LightGCN):
+    backbone_config = copy.copy(config)
+    backbone_config.final_config_dict = {
+        **config.final_config_dict, "model": backbone, "embedding_size": embedding_size,
+        "n_layers": config["pretrain_n_layers"] if backbone == "LightGCN" else 0, "reg_weight": 1e-4,
+        "require_pow": False,
+    }
+    model = LightGCN(backbone_config, dataset).to(config["device"])  # MF is LightGCN with 0 layers
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    users = dataset.inter_feat[dataset.uid_field].to(config["device"])
+    items = dataset.inter_feat[dataset.iid_field].to(config["device"])
+    generator = torch.Generator(device="cpu").manual_seed(config["seed"])
+    logger = getLogger()
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(users), generator=generator).to(users.device)
+        negatives = torch.randint(1, dataset.item_num, (len(users),), generator=generator).to(users.device)
+        total = 0.0
+        for start in range(0, len(users), batch_size):
+            index = order[start:start + batch_size]
+            batch = Interaction({model.USER_ID: users[index], model.ITEM_ID: items[index], model.NEG_ITEM_ID: negatives[index]})
+            optimizer.zero_grad()
+            loss = model.calculate_loss(batch)
+            loss.backward()
+            optimizer.step()
+            total += float(loss)
+        if epoch % 10 == 0 or epoch == epochs - 1:
+            logger.info(f"{backbone} pretraining epoch {epoch}: BPR loss {total:.4f}")
+    model.eval()
+    with torch.no_grad():
+        user_embeddings, item_embeddings = model.forward()
+    return user_embeddings.cpu(), item_embeddings.cpu()
+
+
+def pretrained_embeddings(config, dataset, item_file=None, user_file=None):
+    """User and item embeddings ``([n_users, d], [n_items, d])`` of a collaborative backbone on ``dataset``.
+
+    Config keys: ``pretrain_backbone`` (LightGCN or MF), ``pretrain_embedding_size``, ``pretrain_n_layers``,
+    ``pretrain_epochs``, ``pretrain_learning_rate``, ``pretrain_batch_size``, ``checkpoint_dir``, ``seed``.
+    ``item_file`` / ``user_file``: ``.npy`` files to use instead (validated against the counts); a missing user file
+    leaves the user embeddings None.
+    """
+    if item_file:
+        item_embeddings = load_embedding_file(item_file, dataset.item_num, "item")
+        user_embeddings = load_embedding_file(user_file, dataset.user_num, "user") if user_file else None
+        return user_embeddings, item_embeddings
+    backbone = config["pretrain_backbone"]
+    if backbone not in BACKBONES:
+        raise ValueError(f"pretrain_backbone must be one of {BACKBONES}, got {backbone!r}")
+    settings = [config[key] for key in ("pretrain_embedding_size", "pretrain_n_layers", "pretrain_epochs",
+                                        "pretrain_learning_rate", "pretrain_batch_size", "seed")]
+    name = "-".join([dataset.dataset_name, backbone, *map(str, settings), _fingerprint(dataset)]) + ".pth"
+    cache = os.path.join(config["checkpoint_dir"], name)
+    if os.path.isfile(cache):
+        saved = torch.load(cache, weights_only=True)
+        getLogger().info(f"Loaded pretrained {backbone} embeddings from {cache}")
+        return saved["user"], saved["item"]
+    user_embeddings, item_embeddings = _train_backbone(
+        config, dataset, backbone, config["pretrain_embedding_size"], config["pretrain_epochs"],
+        config["pretrain_learning_rate"], config["pretrain_batch_size"],
+    )
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
+    torch.save({"user": user_embeddings, "item": item_embeddings}, cache)
+    getLogger().info(f"Saved pretrained {backbone} embeddings to {cache}")
+    return user_embeddings, item_embeddings
