@@ -87,16 +87,22 @@ class _PluginModelNamedLikeRecBole(GeneralRecommender):
 @pytest.fixture
 def plugin_diffrec():
     """Register a plugin general model called "DiffRec" for the test only."""
+    get_model("DreamRec")  # load the plugin's models first, so that the real DiffRec is restored afterwards
+    real_diffrec = _PLUGIN_MODELS.pop("DiffRec", None)
     model_class = type("DiffRec", (_PluginModelNamedLikeRecBole,), {})
     register_model(model_class)
     yield model_class
     del _PLUGIN_MODELS["DiffRec"]
+    if real_diffrec is not None:
+        _PLUGIN_MODELS["DiffRec"] = real_diffrec
 
 
 def test_plugin_model_never_inherits_recbole_yaml_or_loader_of_the_same_name(plugin_diffrec, tiny_config):
     config = Config(model="DiffRec", dataset="markov", config_dict=tiny_config)
     assert get_model("DiffRec") is plugin_diffrec
-    assert config["noise_schedule"] is None  # a key of RecBole's DiffRec.yaml
+    # noise_schedule is a key of RecBole's DiffRec.yaml ('linear'); only the plugin's own DiffRec.yaml may set it
+    assert config["noise_schedule"] == yaml.safe_load(resources.model_yaml("DiffRec").read_text())["noise_schedule"]
+    assert config["noise_schedule"] != "linear"
     init_seed(config["seed"], config["reproducibility"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
     assert type(train_data) is TrainDataLoader  # RecBole would pick UserDataLoader by the name "DiffRec"

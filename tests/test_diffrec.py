@@ -12,7 +12,9 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
-from tests.general_data import RANDOM_DISTINCT_CHANCE, general_config, general_data_path  # noqa: F401
+from tests.general_data import RANDOM_DISTINCT_CHANCE
+
+pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
 
 SMALL = {"dims_dnn": [64], "steps": 10}
 
@@ -103,7 +105,7 @@ def test_same_as_recbole_builtin_diffrec(general_config, overrides):
 
 
 def test_inference_runs_all_steps_without_noise(general_config):
-    config, model, _, _, test_data = build("DiffRec", {**general_config, **SMALL, "sampling_steps": 4})
+    _, model, _, _, test_data = build("DiffRec", {**general_config, **SMALL, "sampling_steps": 4})
     model.eval()
     calls = []
     model.denoiser.register_forward_hook(lambda *args: calls.append(1))

@@ -8,7 +8,9 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
-from tests.general_data import RANDOM_DISTINCT_CHANCE, general_config, general_data_path  # noqa: F401
+from tests.general_data import RANDOM_DISTINCT_CHANCE
+
+pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
 
 SMALL = {
     "train_batch_size": 32, "learning_rate": 0.005, "steps": 10, "pretrain_epochs": 20, "eval_batch_size": 100000,

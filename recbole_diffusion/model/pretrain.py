@@ -1,4 +1,5 @@
-"""Pretrained collaborative embeddings for the models that need them (L-DiffRec's item clusters, DDRM's backbone).
+"""Pretrained collaborative embeddings for the models that need them (L-DiffRec's item clusters, DDRM's backbone),
+and k-means clusters of items on them.
 
 :func:`pretrained_embeddings` returns user and item embeddings of a RecBole LightGCN (or MF) trained with BPR on
 the model's own training split, inside the same command: from a given file, else from a cache under
@@ -13,6 +14,7 @@ from logging import getLogger
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
+from scipy.cluster.vq import kmeans2
 
 BACKBONES = ("LightGCN", "MF")
 
@@ -125,3 +127,17 @@ def pretrained_embeddings(config, dataset, item_file=None, user_file=None):
     torch.save({"user": user_embeddings, "item": item_embeddings}, cache)
     getLogger().info(f"Saved pretrained {backbone} embeddings to {cache}")
     return user_embeddings, item_embeddings
+
+
+def cluster_items(config, item_embeddings, n_clusters):
+    """k-means (k-means++ seeding, seeded by ``config["seed"]``) of items ``1..n`` into ``n_clusters`` clusters;
+    returns ``[n_items]`` cluster ids with -1 for the padding item 0."""
+    points = item_embeddings[1:].double().numpy()
+    if n_clusters == 1:
+        labels = np.zeros(len(points), dtype=np.int64)
+    else:
+        _, labels = kmeans2(points, n_clusters, minit="++", seed=np.random.default_rng(config["seed"]))
+    sizes = np.bincount(labels, minlength=n_clusters)
+    if (sizes == 0).any():
+        raise ValueError(f"k-means left a cluster empty (sizes {sizes.tolist()}); use a smaller n_cate")
+    return torch.cat([torch.tensor([-1]), torch.from_numpy(labels).long()])

@@ -25,8 +25,8 @@ follow the official code.
 """
 
 import math
+from itertools import pairwise
 
-import numpy as np
 import torch
 from recbole.model.abstract_recommender import AutoEncoderMixin, GeneralRecommender
 from recbole.utils import InputType
@@ -34,6 +34,7 @@ from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
 from recbole_diffusion.diffusion.timestep_sampler import LossAwareSampler
+from recbole_diffusion.model.general_recommender.time_aware import TimeAwareHistory
 from recbole_diffusion.utils import register_model
 
 NOISE_SCHEDULES = ("linear-var", "linear", "cosine")
@@ -85,7 +86,7 @@ class DiffRecDenoiser(nn.Module):
         self.dropout = nn.Dropout(dropout)
         sizes = [in_features + step_embedding_size] + list(dims[::-1]) + list(dims[1:]) + [in_features]
         layers = []
-        for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for index, (size_in, size_out) in enumerate(pairwise(sizes)):
             layers.append(nn.Linear(size_in, size_out))
             if index < len(sizes) - 2:
                 layers.append(ACTIVATIONS[activation]())
@@ -206,53 +207,6 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
         return scores
 
 
-class TimeAwareHistory:
-    """Mixin for T-DiffRec and LT-DiffRec: the user vectors hold time-aware weights ``linspace(w_min, w_max)`` over
-    each user's training interactions in time order instead of ones (reads w_min, w_max)."""
-
-    def __init__(self, config, dataset):
-        self.w_min = config["w_min"]
-        self.w_max = config["w_max"]
-        if not 0 <= self.w_min <= self.w_max:
-            raise ValueError(f"w_min and w_max must satisfy 0 <= w_min <= w_max, got {self.w_min!r}, {self.w_max!r}")
-        super().__init__(config, dataset)
-
-    def build_histroy_items(self, dataset):
-        self.history_item_id, self.history_item_value = time_weighted_history(dataset, self.w_min, self.w_max)
-        self.history_item_id = self.history_item_id.to(self.device)
-        self.history_item_value = self.history_item_value.to(self.device)
-
-
 @register_model
 class TDiffRec(TimeAwareHistory, DiffRec):
     """T-DiffRec: DiffRec over time-aware interaction weights (needs a timestamp field)."""
-
-
-def time_weighted_history(dataset, w_min, w_max):
-    """Each user's items and weights ``linspace(w_min, w_max, n_u)`` in time order, padded to ``[users, max n_u]``.
-
-    Raises:
-        ValueError: the dataset has no timestamp field.
-    """
-    time_field = dataset.time_field
-    if time_field is None or time_field not in dataset.inter_feat.columns:
-        raise ValueError(
-            "T-DiffRec and LT-DiffRec weight interactions by time and need a timestamp field: load it with "
-            "load_col (e.g. {inter: [user_id, item_id, timestamp]}) and set TIME_FIELD; "
-            f"dataset {dataset.dataset_name!r} has none loaded."
-        )
-    users = dataset.inter_feat[dataset.uid_field].numpy()
-    items = dataset.inter_feat[dataset.iid_field].numpy()
-    times = dataset.inter_feat[time_field].numpy()
-    order = np.lexsort((times, users))
-    users, items = users[order], items[order]
-    counts = np.bincount(users, minlength=dataset.user_num)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    positions = np.arange(len(users)) - starts[users]
-    spans = np.maximum(counts[users] - 1, 1)
-    weights = w_min + (w_max - w_min) * positions / spans
-    history_items = torch.zeros(dataset.user_num, max(int(counts.max()), 1), dtype=torch.long)
-    history_weights = torch.zeros(history_items.shape)
-    history_items[users, positions] = torch.from_numpy(items).long()
-    history_weights[users, positions] = torch.from_numpy(weights).float()
-    return history_items, history_weights

@@ -14,10 +14,11 @@ denoised latent part back to the cluster's items. Loss: ``lamda * diffusion + (m
 ``anneal_cap`` over ``anneal_steps`` epochs and ``beta`` up to ``vae_anneal_cap`` over ``vae_anneal_steps``
 updates, as in the official code. LT-DiffRec (``LTDiffRec``) feeds T-DiffRec's time-aware weights instead of ones.
 
-Config keys (defaults and comments in ``properties/model/LDiffRec.yaml``): those of DiffRec, and n_cate, in_dims,
-ae_act_func, ae_dropout, reparam, lamda, anneal_cap, anneal_steps, vae_anneal_cap, vae_anneal_steps,
-item_emb_path, pretrain_backbone, pretrain_embedding_size, pretrain_n_layers, pretrain_epochs,
-pretrain_learning_rate, pretrain_batch_size; LTDiffRec also w_min, w_max.
+Config keys (defaults and comments in ``properties/model/LDiffRec.yaml``; the pretrain_* keys are read by
+``recbole_diffusion.model.pretrain``), besides those of DiffRec:
+    n_cate, in_dims, ae_act_func, ae_dropout, reparam, lamda, anneal_cap, anneal_steps, vae_anneal_cap,
+    vae_anneal_steps, item_emb_path, train_batch_size, pretrain_backbone, pretrain_embedding_size,
+    pretrain_n_layers, pretrain_epochs, pretrain_learning_rate, pretrain_batch_size; LTDiffRec also w_min, w_max.
 
 Differences from the official code: each cluster has its own decoder (the paper's design; the official code's
 default ``out_dims: []`` decodes the whole latent with one shared linear layer); the VAE reconstructs the clean
@@ -28,35 +29,21 @@ by the plugin when no file is given (official: a hand-made ``item_emb.npy``).
 """
 
 import math
+from itertools import pairwise
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.cluster.vq import kmeans2
 from torch import nn
 
-from recbole_diffusion.model.general_recommender.diffrec import ACTIVATIONS, DiffRec, TimeAwareHistory
-from recbole_diffusion.model.pretrain import pretrained_embeddings
+from recbole_diffusion.model.general_recommender.diffrec import ACTIVATIONS, DiffRec
+from recbole_diffusion.model.general_recommender.time_aware import TimeAwareHistory
+from recbole_diffusion.model.pretrain import cluster_items, pretrained_embeddings
 from recbole_diffusion.utils import register_model
-
-
-def cluster_items(item_embeddings, n_clusters, seed):
-    """k-means (k-means++ seeding) of items ``1..n`` into ``n_clusters`` clusters; returns ``[n_items]`` cluster ids
-    with -1 for the padding item 0."""
-    points = item_embeddings[1:].double().numpy()
-    if n_clusters == 1:
-        labels = np.zeros(len(points), dtype=np.int64)
-    else:
-        _, labels = kmeans2(points, n_clusters, minit="++", seed=np.random.default_rng(seed))
-    sizes = np.bincount(labels, minlength=n_clusters)
-    if (sizes == 0).any():
-        raise ValueError(f"k-means left a cluster empty (sizes {sizes.tolist()}); use a smaller n_cate")
-    return torch.cat([torch.tensor([-1]), torch.from_numpy(labels).long()])
 
 
 def _mlp(sizes, activation, last_activation):
     layers = []
-    for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for index, (size_in, size_out) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(size_in, size_out))
         if last_activation or index < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
@@ -90,7 +77,7 @@ class LDiffRec(DiffRec):
         super().__init__(config, dataset)
 
         _, item_embeddings = pretrained_embeddings(config, dataset, item_file=config["item_emb_path"])
-        self.register_buffer("item_cluster", cluster_items(item_embeddings, self.n_cate, config["seed"]))
+        self.register_buffer("item_cluster", cluster_items(config, item_embeddings, self.n_cate))
         self.cluster_items = [torch.nonzero(self.item_cluster == c).flatten().to(self.device) for c in range(self.n_cate)]
         self.latent_sizes = self.cluster_latent_sizes([len(items) for items in self.cluster_items])
         self.encoders = nn.ModuleList()
