@@ -3,3 +3,4 @@ line per model."""
 
 from recbole_diffusion.model.general_recommender.diffrec import DiffRec, TDiffRec  # noqa: F401
 from recbole_diffusion.model.general_recommender.ldiffrec import LDiffRec, LTDiffRec  # noqa: F401
+from recbole_diffusion.model.general_recommender.ddrm import DDRM  # noqa: F401

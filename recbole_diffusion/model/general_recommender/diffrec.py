@@ -76,15 +76,17 @@ def step_features(timesteps, dim, max_period=10000.0):
 class DiffRecDenoiser(nn.Module):
     """DiffRec's MLP: ``[dropout(x_t), Linear(step features)]`` through Linear layers of sizes
     ``in -> reversed(dims) -> dims[1:] -> in`` (mirrored as in the official code), the activation between them.
-    Weights are Xavier-normal, biases zero."""
+    Weights are Xavier-normal, biases zero. With ``condition_size`` a condition vector is concatenated too (DDRM)."""
 
-    def __init__(self, in_features, dims, step_embedding_size, activation="tanh", dropout=0.5, norm=False):
+    def __init__(
+        self, in_features, dims, step_embedding_size, activation="tanh", dropout=0.5, norm=False, condition_size=0
+    ):
         super().__init__()
         self.step_embedding_size = step_embedding_size
         self.norm = norm
         self.step_layer = nn.Linear(step_embedding_size, step_embedding_size)
         self.dropout = nn.Dropout(dropout)
-        sizes = [in_features + step_embedding_size] + list(dims[::-1]) + list(dims[1:]) + [in_features]
+        sizes = [in_features + step_embedding_size + condition_size] + list(dims[::-1]) + list(dims[1:]) + [in_features]
         layers = []
         for index, (size_in, size_out) in enumerate(pairwise(sizes)):
             layers.append(nn.Linear(size_in, size_out))
@@ -96,11 +98,12 @@ class DiffRecDenoiser(nn.Module):
                 nn.init.xavier_normal_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x_t, timesteps):
+    def forward(self, x_t, timesteps, condition=None):
         step = self.step_layer(step_features(timesteps, self.step_embedding_size))
         if self.norm:
             x_t = nn.functional.normalize(x_t, dim=-1)
-        return self.mlp(torch.cat([self.dropout(x_t), step], dim=-1))
+        inputs = [self.dropout(x_t), step] + ([] if condition is None else [condition])
+        return self.mlp(torch.cat(inputs, dim=-1))
 
 
 def _positive_int(config, key):

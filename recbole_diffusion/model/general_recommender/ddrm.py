@@ -1,0 +1,134 @@
+"""DDRM.
+
+Reference:
+    Jujia Zhao, Wenjie Wang, Yiyan Xu, Teng Sun, Fuli Feng, Tat-Seng Chua.
+    "Denoising Diffusion Recommender Model." SIGIR 2024. Official code: Polaris-JZ/DDRM.
+
+User and item embeddings of a collaborative backbone (LightGCN or MF, pretrained on the same training split inside
+the command and cached, or read from files) are frozen. For a training triple (user, positive, negative) the
+user's and the positive item's embeddings are noised at one uniformly drawn step, and two conditional denoisers
+(DiffRec's MLP over ``[noisy, step, condition]``) predict the clean ones: the user denoiser conditioned on the
+item's embedding, the item denoiser on the user's. The loss is ``(1 - alpha) * BPR + alpha * reconstruction`` per
+triple, where BPR scores the denoised user against the denoised positive and the (backbone) negative, and each
+triple is weighted by ``sigmoid(positive score) ** beta`` (no gradient through the weight) to down-weight likely
+noisy interactions. Inference starts from the mean of the embeddings of the user's training items, noised for
+``sampling_steps`` steps, runs the item denoiser's mean-only reverse chain conditioned on the user's embedding, and
+ranks all items by inner product with the generated item embedding.
+
+Config keys (defaults and comments in ``properties/model/DDRM.yaml``; the pretrain_* keys are read by
+``recbole_diffusion.model.pretrain``):
+    steps, noise_schedule, noise_scale, noise_min, noise_max, beta_fixed, sampling_steps, dims_dnn, embedding_size,
+    mlp_act_func, dropout, alpha, beta, item_emb_path, user_emb_path, pretrain_backbone, pretrain_embedding_size,
+    pretrain_n_layers, pretrain_epochs, pretrain_learning_rate, pretrain_batch_size.
+
+Differences from the official code: the history mean is noised to step ``sampling_steps - 1``, where the chain
+starts (the official code noises it to ``steps - 1`` and then runs ``sampling_steps`` steps; its runs use
+``sampling_steps = steps``, where both agree); one learning rate for both denoisers (as the official ``diff_lr``;
+the frozen backbone has no learning rate); biases start at zero; the padding item is never recommended.
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+
+from recbole_diffusion.diffusion import GaussianDiffusion
+from recbole_diffusion.model.general_recommender.diffrec import ACTIVATIONS, DiffRecDenoiser, diffrec_betas
+from recbole_diffusion.model.pretrain import pretrained_embeddings
+from recbole_diffusion.utils import register_model
+
+
+@register_model
+class DDRM(GeneralRecommender):
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        steps = config["steps"]
+        self.sampling_steps = config["sampling_steps"]
+        self.alpha = config["alpha"]
+        self.beta = config["beta"]
+        dims = config["dims_dnn"]
+        embedding_size = config["embedding_size"]
+        activation = config["mlp_act_func"]
+        dropout = config["dropout"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        if not 1 <= self.sampling_steps <= steps:
+            raise ValueError(f"sampling_steps must be in 1..steps ({steps}), got {self.sampling_steps!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
+        if not dims or not all(isinstance(size, int) and size > 0 for size in dims):
+            raise ValueError(f"dims_dnn must be a non-empty list of positive ints, got {dims!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"mlp_act_func must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        betas = diffrec_betas(
+            config["noise_schedule"], steps, config["noise_scale"], config["noise_min"], config["noise_max"],
+            config["beta_fixed"],
+        )
+        user_embeddings, item_embeddings = pretrained_embeddings(
+            config, dataset, item_file=config["item_emb_path"], user_file=config["user_emb_path"]
+        )
+        if user_embeddings is None:
+            raise ValueError("DDRM needs user embeddings too: give user_emb_path with item_emb_path, or neither")
+        if user_embeddings.size(1) != item_embeddings.size(1):
+            raise ValueError(
+                f"user and item embeddings differ in size: {user_embeddings.size(1)} vs {item_embeddings.size(1)}"
+            )
+
+        # The frozen backbone travels with the checkpoint (buffers, no gradient); the padding item is a zero row.
+        item_embeddings = item_embeddings.float().clone()
+        item_embeddings[0] = 0.0
+        self.register_buffer("user_embedding", user_embeddings.float())
+        self.register_buffer("item_embedding", item_embeddings)
+        history_items, _, history_lengths = dataset.history_item_matrix()
+        self.register_buffer("history_items", history_items, persistent=False)
+        self.register_buffer("history_lengths", history_lengths.clamp(min=1), persistent=False)
+        size = item_embeddings.size(1)
+        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.user_denoiser = DiffRecDenoiser(size, dims, embedding_size, activation, dropout, condition_size=size)
+        self.item_denoiser = DiffRecDenoiser(size, dims, embedding_size, activation, dropout, condition_size=size)
+
+    def forward(self, user, item):
+        """Denoised user and item embeddings (and the reconstruction loss per pair) at one random step."""
+        user_embedding, item_embedding = self.user_embedding[user], self.item_embedding[item]
+        timesteps = self.diffusion.sample_timesteps(user.size(0), user.device)
+        noisy_user = self.diffusion.q_sample(user_embedding, timesteps)
+        noisy_item = self.diffusion.q_sample(item_embedding, timesteps)
+        denoised_user = self.user_denoiser(noisy_user, timesteps, item_embedding)
+        denoised_item = self.item_denoiser(noisy_item, timesteps, user_embedding)
+        user_error = (denoised_user - user_embedding).pow(2).mean(-1)
+        reconstruction = (user_error + (denoised_item - item_embedding).pow(2).mean(-1)) / 2
+        return denoised_user, denoised_item, reconstruction
+
+    def calculate_loss(self, interaction):
+        user, positive, negative = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        denoised_user, denoised_item, reconstruction = self.forward(user, positive)
+        positive_score = (denoised_user * denoised_item).sum(-1)
+        negative_score = (denoised_user * self.item_embedding[negative]).sum(-1)
+        bpr = -F.logsigmoid(positive_score - negative_score)
+        weight = torch.sigmoid(positive_score).detach().pow(self.beta)
+        return (((1 - self.alpha) * bpr + self.alpha * reconstruction) * weight).mean()
+
+    @torch.no_grad()
+    def generate(self, user):
+        """The ideal item embedding of each user: the history mean, noised, then denoised conditioned on the user."""
+        history = self.history_items[user]
+        history_mean = self.item_embedding[history].sum(1) / self.history_lengths[user][:, None]
+        start = self.sampling_steps - 1
+        x_t = self.diffusion.q_sample(history_mean, torch.full_like(user, start))
+        user_embedding = self.user_embedding[user]
+        return self.diffusion.sample_mean(lambda x, t: self.item_denoiser(x, t, user_embedding), x_t, start_step=start)
+
+    def predict(self, interaction):
+        generated = self.generate(interaction[self.USER_ID])
+        return (generated * self.item_embedding[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        scores = self.generate(interaction[self.USER_ID]) @ self.item_embedding.t()
+        scores[:, 0] = -torch.inf
+        return scores

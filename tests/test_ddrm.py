@@ -1,0 +1,134 @@
+"""DDRM end to end on tiny data: frozen backbone, loss, inference, I/O."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
+from tests.general_data import RANDOM_DISTINCT_CHANCE
+
+pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
+
+SMALL = {
+    "eval_batch_size": 100000, "pretrain_batch_size": 256, "pretrain_learning_rate": 0.01, "pretrain_epochs": 20,
+    "train_batch_size": 256, "steps": 5, "sampling_steps": 5, "dims_dnn": [64],
+}
+
+
+def build(config_dict, dataset="markov"):
+    config = Config(model="DDRM", dataset=dataset, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model("DDRM")(config, train_data._dataset)
+    return config, model, train_data, valid_data, test_data
+
+
+def test_one_epoch_and_full_sort_with_a_frozen_backbone(general_config):
+    config, model, train_data, valid_data, test_data = build({**general_config, **SMALL})
+    assert config["train_neg_sample_args"]["distribution"] == "uniform"  # BPR with RecBole's negatives
+    backbone = model.item_embedding.clone()
+    assert not any(parameter is model.item_embedding for parameter in model.parameters())
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    result = trainer.evaluate(test_data, load_best_model=True)
+    assert set(result) == {"hit@10", "ndcg@10"}
+    assert torch.equal(model.item_embedding, backbone)
+    batch = next(iter(test_data))[0]
+    scores = model.full_sort_predict(batch)
+    assert scores.shape == (len(batch), test_data._dataset.item_num)
+    assert torch.isfinite(scores[:, 1:]).all() and (scores[:, 0] == -torch.inf).all()
+
+
+def test_learns_collaborative_pattern_and_stays_at_chance_on_random(general_config):
+    config = {**general_config, **SMALL, "epochs": 5}
+    markov = run_recbole_diffusion("DDRM", "markov", config_dict=dict(config), saved=False)
+    noise = run_recbole_diffusion("DDRM", "random_distinct", config_dict=dict(config), saved=False)
+    assert markov["test_result"]["hit@10"] > 0.8
+    assert noise["test_result"]["hit@10"] < RANDOM_DISTINCT_CHANCE + 0.1
+
+
+def test_loss_is_weighted_bpr_plus_reconstruction(general_config):
+    _, model, _, _, _ = build({**general_config, **SMALL, "alpha": 0.3, "beta": 2.0})
+    model.eval()  # no dropout, so the same seed gives the same denoised embeddings
+    batch = Interaction({"user_id": torch.tensor([1, 2, 3]), "item_id": torch.tensor([4, 5, 6]),
+                         "neg_item_id": torch.tensor([7, 8, 9])})
+    torch.manual_seed(3)
+    loss = model.calculate_loss(batch)
+    torch.manual_seed(3)
+    user, item, reconstruction = model.forward(batch["user_id"], batch["item_id"])
+    positive = (user * item).sum(-1)
+    negative = (user * model.item_embedding[batch["neg_item_id"]]).sum(-1)
+    expected = ((0.7 * -F.logsigmoid(positive - negative) + 0.3 * reconstruction) * torch.sigmoid(positive) ** 2).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_inference_runs_the_item_denoiser_for_sampling_steps(general_config):
+    _, model, _, _, test_data = build({**general_config, **SMALL, "steps": 8, "sampling_steps": 3})
+    model.eval()
+    calls = []
+    model.item_denoiser.register_forward_hook(lambda *args: calls.append(1))
+    model.user_denoiser.register_forward_hook(lambda *args: calls.append("user"))
+    model.full_sort_predict(next(iter(test_data))[0])
+    assert calls == [1, 1, 1]
+
+
+def test_save_load_gives_identical_scores(general_config):
+    config, model, train_data, valid_data, test_data = build({**general_config, **SMALL})
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
+    reloaded = get_model("DDRM")(config, train_data._dataset)
+    reloaded.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    reloaded.eval()
+    batch = next(iter(test_data))[0]
+    torch.manual_seed(7)  # the history mean is noised at inference
+    original = model.full_sort_predict(batch)
+    torch.manual_seed(7)
+    # equal up to float rounding: the same weights at other addresses can take other SIMD paths in the matmuls
+    torch.testing.assert_close(reloaded.full_sort_predict(batch), original, rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_metrics(general_config):
+    config = {**general_config, **SMALL, "epochs": 2}
+    first = run_recbole_diffusion("DDRM", "markov", config_dict=dict(config), saved=False)
+    second = run_recbole_diffusion("DDRM", "markov", config_dict=dict(config), saved=False)  # cached backbone
+    other_seed = run_recbole_diffusion("DDRM", "markov", config_dict={**config, "seed": 7}, saved=False)
+    assert first["test_result"] == second["test_result"]
+    assert first["best_valid_result"] == second["best_valid_result"]
+    assert other_seed["best_valid_result"] != first["best_valid_result"]
+
+
+def test_given_embedding_files_are_used_and_validated(general_config, tmp_path):
+    _, model, train_data, _, _ = build({**general_config, **SMALL})
+    dataset = train_data._dataset
+    items, users = tmp_path / "items.npy", tmp_path / "users.npy"
+    np.save(items, model.item_embedding[1:].numpy())
+    np.save(users, model.user_embedding.numpy())
+    _, from_files, _, _, _ = build({**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
+    assert torch.equal(from_files.item_embedding, model.item_embedding)
+    with pytest.raises(ValueError, match="user embeddings"):
+        build({**general_config, **SMALL, "item_emb_path": str(items)})
+    np.save(users, np.zeros((dataset.user_num + 3, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="user embedding file"):
+        build({**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("alpha", 1.5, "alpha"),
+        ("beta", -1.0, "beta"),
+        ("sampling_steps", 0, "sampling_steps"),
+        ("dims_dnn", [], "dims_dnn"),
+        ("noise_schedule", "binomial", "noise_schedule"),
+        ("pretrain_backbone", "NGCF", "pretrain_backbone"),
+    ],
+)
+def test_bad_config_is_rejected(general_config, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        build({**general_config, **SMALL, key: value})
