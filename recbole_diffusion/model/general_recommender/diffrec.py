@@ -18,10 +18,10 @@ Config keys (defaults and comments in ``properties/model/DiffRec.yaml``):
     TDiffRec also w_min, w_max.
 
 Differences from the official code: biases start at zero (the official code draws them from N(0, 0.001); RecBole's
-DiffRec also uses zeros, so that both give the same weights for the same seed); ``noise_scale: 0`` (the no-noise ablation) is not supported; the padding item is
-never recommended. RecBole's built-in DiffRec differs from the official code in its defaults (``linear`` schedule)
-and in not mirroring ``dims_dnn`` (official: ``[200, 600]`` gives ``n -> 600 -> 200 -> 600 -> n``); here both
-follow the official code.
+DiffRec also uses zeros, so that both give the same weights for the same seed); ``noise_scale: 0`` (the no-noise
+ablation) is not supported; the padding item is never recommended. RecBole's built-in DiffRec differs from the
+official code in its defaults (``linear`` schedule) and in not mirroring ``dims_dnn`` (official: ``[200, 600]``
+gives ``n -> 600 -> 200 -> 600 -> n``); here both follow the official code.
 """
 
 import math
