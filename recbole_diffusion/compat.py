@@ -20,6 +20,8 @@
   ``DistributedDataParallel`` without ``device_ids``; RecBole always passes ``device_ids=[local_rank]``.
 * ``recbole.utils.ensure_dir`` checks for a folder and then creates it; the processes of a distributed run race
   there (FileExistsError in the trainer or logger set-up). It now creates the folder with ``exist_ok=True``.
+* scipy >= 1.13 dropped ``dok_matrix._update``, which RecBole's graph models (LightGCN, NGCF, NCL, ...) call to
+  build their adjacency matrix; it is restored as an update of the matrix's own dict.
 * ``recbole.quick_start`` imports ray at module level (which needs ``pkg_resources`` and ``np.bool8``); the plugin
   never imports it and has its own quick start.
 """
@@ -34,6 +36,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 import torch
 
 _REMOVED_NUMPY_ALIASES = {
@@ -183,6 +186,12 @@ _MODULES_USING_ENSURE_DIR = (
 )
 
 
+def restore_dok_update():
+    """Give ``scipy.sparse.dok_matrix`` back the ``_update(entries)`` method that RecBole's graph models call."""
+    if not hasattr(scipy.sparse.dok_matrix, "_update"):
+        scipy.sparse.dok_matrix._update = lambda matrix, entries: matrix._dict.update(entries)
+
+
 def apply():
     """Apply every repair once; later calls do nothing."""
     global _applied
@@ -202,6 +211,7 @@ def apply():
     dataset_module.Dataset.__init__ = _with_per_cell_length_aggregation(dataset_module.Dataset.__init__)
     trainer_module.Trainer._save_checkpoint = _save_checkpoint
     trainer_module.DistributedDataParallel = _distributed_data_parallel
+    restore_dok_update()
     for module_name in _MODULES_USING_ENSURE_DIR:
         importlib.import_module(module_name).ensure_dir = ensure_dir
     _applied = True

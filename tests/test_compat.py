@@ -127,3 +127,13 @@ def test_ensure_dir_is_safe_when_the_folder_appears_meanwhile(tmp_path):
     assert folder.is_dir()
     for module_name in _MODULES_USING_ENSURE_DIR:
         assert importlib.import_module(module_name).ensure_dir is ensure_dir, module_name
+
+
+def test_recbole_graph_models_build_their_adjacency_on_current_scipy(tiny_config):
+    """scipy >= 1.13 removed dok_matrix._update; LightGCN's adjacency matrix is built with it."""
+    config = Config(model="LightGCN", dataset="markov", config_dict={**tiny_config, "embedding_size": 8})
+    train_data = data_preparation(config, create_dataset(config))[0]
+    model = get_model("LightGCN")(config, train_data._dataset)
+    n_nodes = model.n_users + model.n_items
+    assert tuple(model.norm_adj_matrix.shape) == (n_nodes, n_nodes)
+    assert model.norm_adj_matrix._nnz() > 0

@@ -43,20 +43,10 @@ def load_embedding_file(path, n_rows, what="item"):
     return matrix
 
 
-def _repair_dok_update():
-    """scipy >= 1.13 dropped ``dok_matrix._update``, which RecBole's LightGCN (and NGCF, NCL, ...) call to build the
-    adjacency matrix; put it back as the update of the dict the matrix keeps. (Belongs in ``compat``.)"""
-    import scipy.sparse as sp
-
-    if not hasattr(sp.dok_matrix, "_update"):
-        sp.dok_matrix._update = lambda matrix, entries: matrix._dict.update(entries)
-
-
 def _train_backbone(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size):
     """Train RecBole's LightGCN (or a plain MF) with BPR and uniform negatives on ``dataset``; returns (users, items)."""
     from recbole.model.general_recommender import LightGCN
 
-    _repair_dok_update()
     with torch.random.fork_rng(devices=[]):  # the caller's random state is the same whether a cache exists or not
         torch.manual_seed(config["seed"])
         return _train_backbone_seeded(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size, LightGCN)
