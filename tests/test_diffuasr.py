@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, run_recbole_diffusion
-from recbole_diffusion.model.sequential_recommender import diffuasr
+from recbole_diffusion.model.sequential_recommender import diffuasr, diffuasr_augment
 from tests.conftest import build_model, count_calls_in_full_sort, random_sequences, write_atomic_inter
 
 DIFFUASR_SMALL = {
@@ -40,13 +40,13 @@ def targets_by_user(data, split_data_loader):
 
 def test_stage_one_trains_and_generates_valid_items(tiny_config):
     config, model, train_data, valid_data, test_data = build_model("DiffuASR", {**tiny_config, **DIFFUASR_SMALL})
-    sequences = diffuasr.user_sequences(train_data._dataset, valid_data._dataset, test_data._dataset)
+    sequences = diffuasr_augment.user_sequences(train_data._dataset, valid_data._dataset, test_data._dataset)
     assert len(sequences) == 300
     assert all(len(train) == 10 and len(heldout) == 2 for train, heldout in sequences.values())
     before = [parameter.detach().clone() for parameter in model.unet.parameters()]
-    diffuasr.fit_generator(model, [train for train, _ in sequences.values()], config)
+    diffuasr_augment.fit_generator(model, [train for train, _ in sequences.values()], config)
     assert any(not torch.equal(old, new) for old, new in zip(before, model.unet.parameters()))
-    pseudo_items = torch.tensor(diffuasr.augment(model, [train for train, _ in sequences.values()], 128))
+    pseudo_items = torch.tensor(diffuasr_augment.augment(model, [train for train, _ in sequences.values()], 128))
     assert pseudo_items.shape == (300, 3)
     assert ((pseudo_items >= 1) & (pseudo_items < train_data._dataset.item_num)).all()
     batch = next(iter(test_data))[0]
@@ -84,8 +84,8 @@ def test_augmentation_keeps_valid_and_test_targets(tiny_config):
     assert targets_by_user(augmented, aug_valid) == targets_by_user(data, valid_data)
     assert targets_by_user(augmented, aug_test) == targets_by_user(data, test_data)
     # Every training sequence is the M pseudo items followed by the user's own training items.
-    original = diffuasr.user_sequences(train_data._dataset, valid_data._dataset, test_data._dataset)
-    grown = diffuasr.user_sequences(aug_train._dataset, aug_valid._dataset, aug_test._dataset)
+    original = diffuasr_augment.user_sequences(train_data._dataset, valid_data._dataset, test_data._dataset)
+    grown = diffuasr_augment.user_sequences(aug_train._dataset, aug_valid._dataset, aug_test._dataset)
     for user, (train, _) in original.items():
         user_token = data.id2token(data.uid_field, user)
         aug_train_items = grown[augmented.token2id(augmented.uid_field, user_token)][0]
@@ -95,27 +95,25 @@ def test_augmentation_keeps_valid_and_test_targets(tiny_config):
 
 
 def test_generation_never_sees_held_out_items(tiny_config, tmp_path):
-    """Changing every user's valid and test items leaves stage 1 (trained weights, generated items) unchanged."""
+    """Changing the valid and test items of most users leaves stage 1 (trained weights, generated items) unchanged."""
     sequences = random_sequences()
     changed = {
         user: items[:-2] + ([(items[-2] + 7) % 60, (items[-1] + 13) % 60] if user >= 100 else items[-2:])
         for user, items in sequences.items()
     }
     write_atomic_inter(tmp_path, "random", changed)
-    pseudo_tokens = []
+    runs = []
     for data_path in (None, tmp_path):
-        config_dict = {**tiny_config, **DIFFUASR_SMALL, "checkpoint_dir": str(tmp_path / f"saved{len(pseudo_tokens)}")}
+        config_dict = {**tiny_config, **DIFFUASR_SMALL, "checkpoint_dir": str(tmp_path / f"saved{len(runs)}")}
         config, data, train_data, valid_data, test_data = split_data(config_dict, "random", data_path)
         stage_two = diffuasr.DiffuASR.prepare_stage_two(config, data, train_data, valid_data, test_data)
         lines = (Path(stage_two["data_path"]) / "random.inter").read_text().splitlines()[1:]
-        pseudo_tokens.append([line.split("\t")[:2] for line in lines if float(line.split("\t")[2]) <= 3])
-        if data_path is None:
-            item_tokens = list(data.field2id_token[data.iid_field])
-        else:
-            assert list(data.field2id_token[data.iid_field]) == item_tokens  # same item ids in both datasets
-            assert targets_by_user(data, test_data) != original_test_targets
-        original_test_targets = targets_by_user(data, test_data)
-    assert pseudo_tokens[0] == pseudo_tokens[1]
+        pseudo_tokens = [line.split("\t")[:2] for line in lines if float(line.split("\t")[2]) <= 3]
+        runs.append((list(data.field2id_token[data.iid_field]), targets_by_user(data, test_data), pseudo_tokens))
+    (items, test_targets, pseudo_tokens), (changed_items, changed_test_targets, changed_pseudo_tokens) = runs
+    assert changed_items == items  # the same item ids in both datasets
+    assert changed_test_targets != test_targets
+    assert changed_pseudo_tokens == pseudo_tokens
 
 
 def test_backbone_learns_markov_pattern_and_stays_at_chance_on_random(tiny_config):
@@ -142,7 +140,7 @@ def test_same_seed_same_results_and_reuse_of_saved_augmentation(tiny_config, tmp
     def no_stage_one(*args):
         raise AssertionError("stage 1 ran although the augmented data exist")
 
-    monkeypatch.setattr(diffuasr, "fit_generator", no_stage_one)
+    monkeypatch.setattr(diffuasr_augment, "fit_generator", no_stage_one)
     reused = run_recbole_diffusion("DiffuASR", "markov", config_dict=dict(config), saved=False)
     assert reused["test_result"] == first["test_result"]
     assert reused["best_valid_result"] == first["best_valid_result"]
