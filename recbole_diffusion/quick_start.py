@@ -4,6 +4,7 @@ Mirrors ``recbole.quick_start`` without importing it (that module imports ray at
 setuptools >= 81 and numpy 2). FLOPs are not computed: thop would run the whole reverse diffusion chain.
 """
 
+import os
 import sys
 from logging import getLogger
 
@@ -47,8 +48,8 @@ def run_recbole_diffusion(
 
     A two-stage model is not trained as a recommender: its ``prepare_stage_two(config, dataset, train_data,
     valid_data, test_data)`` works on the split data (e.g. writes augmented atomic files) and returns the ``model``
-    to train next, its ``data_path``, ``config_overrides`` and a ``summary``; that model is then trained and tested
-    here with the same configuration sources.
+    to train next, its ``data_path`` (the folder holding ``<dataset>/``), ``config_overrides`` and a ``summary``;
+    that model is then trained and tested here with the same configuration sources.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -71,9 +72,12 @@ def run_recbole_diffusion(
     config = Config(
         model=stage_two["model"], dataset=config["dataset"], config_file_list=config_file_list, config_dict=config_dict
     )
-    config["data_path"] = stage_two["data_path"]  # set after parsing, so that a --data_path argument cannot win
-    for key, value in stage_two["config_overrides"].items():
+    # Set after parsing, so that e.g. a --data_path argument cannot win; recorded as overrides, so that the
+    # checkpoint of the next model reloads (load_data_and_model) with these data.
+    for key, value in {"data_path": stage_two["data_path"], **stage_two["config_overrides"]}.items():
+        config.external_config_dict[key] = value
         config[key] = value
+    config["data_path"] = os.path.join(stage_two["data_path"], config["dataset"])  # as RecBole's Config joins it
     init_seed(config["seed"], config["reproducibility"])
     logger.info(config)
     dataset = create_dataset(config)

@@ -77,7 +77,7 @@ def test_augmentation_keeps_valid_and_test_targets(tiny_config):
     assert stage_two["summary"]["augmented_sequences"] == 300
     assert stage_two["summary"]["augmented_items"] == 300 * 3
     backbone_config = Config(model="SASRec", dataset="markov", config_dict={**tiny_config, **DIFFUASR_SMALL})
-    backbone_config["data_path"] = stage_two["data_path"]
+    backbone_config["data_path"] = str(Path(stage_two["data_path"]) / "markov")
     augmented = create_dataset(backbone_config)
     aug_train, aug_valid, aug_test = data_preparation(backbone_config, augmented)
     # Same users, same valid / test targets and the same last history items.
@@ -107,7 +107,7 @@ def test_generation_never_sees_held_out_items(tiny_config, tmp_path):
         config_dict = {**tiny_config, **DIFFUASR_SMALL, "checkpoint_dir": str(tmp_path / f"saved{len(runs)}")}
         config, data, train_data, valid_data, test_data = split_data(config_dict, "random", data_path)
         stage_two = diffuasr.DiffuASR.prepare_stage_two(config, data, train_data, valid_data, test_data)
-        lines = (Path(stage_two["data_path"]) / "random.inter").read_text().splitlines()[1:]
+        lines = (Path(stage_two["data_path"]) / "random" / "random.inter").read_text().splitlines()[1:]
         pseudo_tokens = [line.split("\t")[:2] for line in lines if float(line.split("\t")[2]) <= 3]
         runs.append((list(data.field2id_token[data.iid_field]), targets_by_user(data, test_data), pseudo_tokens))
     (items, test_targets, pseudo_tokens), (changed_items, changed_test_targets, changed_pseudo_tokens) = runs

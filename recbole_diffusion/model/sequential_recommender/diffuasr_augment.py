@@ -52,7 +52,7 @@ def prepare_stage_two(model_class, config, dataset, train_data, valid_data, test
     uid, iid, time = dataset.uid_field, dataset.iid_field, dataset.time_field
     return {
         "model": backbone,
-        "data_path": os.path.join(root, config["dataset"]),
+        "data_path": root,
         "config_overrides": {"load_col": {"inter": [uid, iid, time]}},
         "summary": summary,
     }
