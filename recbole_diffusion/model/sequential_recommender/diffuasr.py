@@ -17,7 +17,8 @@ Stage 2 trains and evaluates the backbone on the augmented data through the usua
 
 This class is the stage-1 network (``calculate_loss`` is the denoising loss, ``full_sort_predict`` the cosine
 rounding scores of the pseudo item right before the history); ``two_stage = True`` tells the quick start to run
-:meth:`DiffuASR.prepare_stage_two` instead of training it as a recommender.
+:meth:`DiffuASR.prepare_stage_two` instead of training it as a recommender. The data plumbing of both stages
+(training-split sequences, stage-1 loop, generation, atomic files) is in ``diffuasr_augment.py``.
 
 Config keys (defaults and comments in ``properties/model/DiffuASR.yaml``):
     backbone, aug_num, augmented_data_path, hidden_size, unet_channels, unet_channel_mult, unet_res_blocks,
@@ -30,8 +31,11 @@ classifier) is not implemented, and classifier-free guidance drops the guidance 
 training (the official code instead trains on the already guided combination of both outputs); no EMA of the
 weights and no early stopping on the training loss; DDIM timesteps are spread from ``T - 1`` to 0 (official:
 0, T/k, ..., (k-1)T/k); timesteps are drawn uniformly (official: antithetic pairs ``t``, ``T - 1 - t``); the
+guidance is the last ``MAX_ITEM_LIST_LENGTH`` items (official ``max_len`` 200); the
 generated items precede each user's interactions with timestamps below the first one, so RecBole's leave-one-out
-split keeps the same validation and test targets.
+split keeps the same validation and test targets. As in the official code, item embeddings start from N(0, 1)
+and are learned by the denoising loss, and self-attention sits in the U-Net's middle only (the official
+``attn_resolutions: [16]`` never matches a map of 8 x 8 or less).
 """
 
 import math
@@ -189,6 +193,8 @@ class DiffuASR(SequentialRecommender):
         self.ddim_eta = config["ddim_eta"]
         channels = config["unet_channels"]
         channel_mult = list(config["unet_channel_mult"])
+        res_blocks = config["unet_res_blocks"]
+        dropout = config["unet_dropout"]
         if not isinstance(self.aug_num, int) or self.aug_num < 1:
             raise ValueError(f"aug_num must be a positive int, got {self.aug_num!r}")
         resolution = math.isqrt(self.hidden_size)
@@ -208,9 +214,7 @@ class DiffuASR(SequentialRecommender):
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
-        self.unet = SequentialUNet(
-            self.aug_num, self.hidden_size, channels, channel_mult, config["unet_res_blocks"], config["unet_dropout"]
-        )
+        self.unet = SequentialUNet(self.aug_num, self.hidden_size, channels, channel_mult, res_blocks, dropout)
         self.diffusion = GaussianDiffusion(betas_from_config(config), prediction_type="eps")
 
     def forward(self, item_seq):
