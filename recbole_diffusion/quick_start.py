@@ -4,6 +4,7 @@ Mirrors ``recbole.quick_start`` without importing it (that module imports ray at
 setuptools >= 81 and numpy 2). FLOPs are not computed: thop would run the whole reverse diffusion chain.
 """
 
+import os
 import sys
 from logging import getLogger
 
@@ -42,7 +43,13 @@ def run_recbole_diffusion(
         queue (multiprocessing queue, optional): where rank 0 puts the result in a distributed run.
 
     Returns:
-        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``.
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``; for a
+        two-stage model (class attribute ``two_stage = True``, e.g. DiffuASR) also the summary of stage 1.
+
+    A two-stage model is not trained as a recommender: its ``prepare_stage_two(config, dataset, train_data,
+    valid_data, test_data)`` works on the split data (e.g. writes augmented atomic files) and returns the ``model``
+    to train next, its ``data_path`` (the folder holding ``<dataset>/``), ``config_overrides`` and a ``summary``;
+    that model is then trained and tested here with the same configuration sources.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -54,9 +61,36 @@ def run_recbole_diffusion(
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    model_class = get_model(config["model"])
+    if not getattr(model_class, "two_stage", False):
+        return _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue)
 
+    # A two-stage model (DiffuASR) prepares data on the training split, then another model trains on it.
+    if not config["single_spec"]:
+        raise ValueError(f"{config['model']} runs in a single process (nproc=1)")
+    stage_two = model_class.prepare_stage_two(config, dataset, train_data, valid_data, test_data)
+    config = Config(
+        model=stage_two["model"], dataset=config["dataset"], config_file_list=config_file_list, config_dict=config_dict
+    )
+    # Set after parsing, so that e.g. a --data_path argument cannot win; recorded as overrides, so that the
+    # checkpoint of the next model reloads (load_data_and_model) with these data.
+    for key, value in {"data_path": stage_two["data_path"], **stage_two["config_overrides"]}.items():
+        config.external_config_dict[key] = value
+        config[key] = value
+    config["data_path"] = os.path.join(stage_two["data_path"], config["dataset"])  # as RecBole's Config joins it
+    init_seed(config["seed"], config["reproducibility"])
+    logger.info(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    result = _train_and_test(config, get_model(config["model"]), train_data, valid_data, test_data, saved, queue)
+    return {**result, **stage_two["summary"]}
+
+
+def _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue):
+    logger = getLogger()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     logger.info(set_color("Trainable parameters", "blue") + f": {_count_parameters(model)}")
 

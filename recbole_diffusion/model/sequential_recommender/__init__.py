@@ -2,6 +2,7 @@
 
 from recbole_diffusion.model.sequential_recommender.diffdiv import DiffDiv  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diffrec2 import DiffRec2  # noqa: F401
+from recbole_diffusion.model.sequential_recommender.diffuasr import DiffuASR  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diffurec import DiffuRec  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.dimerec import DimeRec  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diqdiff import DiQDiff  # noqa: F401

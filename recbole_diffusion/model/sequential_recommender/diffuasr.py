@@ -1,0 +1,272 @@
+"""DiffuASR.
+
+Reference:
+    Qidong Liu, Fan Yan, Xiangyu Zhao, Zhaocheng Du, Huifeng Guo, Ruiming Tang, Feng Tian.
+    "Diffusion Augmentation for Sequential Recommendation." CIKM 2023.
+    Official code: liuqidong07/DiffuASR.
+
+DiffuASR does not recommend by itself: it augments the training data of another sequential model (the
+``backbone``, SASRec by default, any RecBole or plugin sequential model). Stage 1 trains a diffusion model that
+generates ``aug_num`` (M) pseudo items placed *before* a user's first interaction: the M items are embedded as an
+``[M, d]`` "image" of M channels of size ``sqrt(d) x sqrt(d)``, noised, and a sequential U-Net predicts the noise,
+guided by the sum of the embeddings of the rest of the sequence (added to the step embedding). Training pairs come
+from training sequences with at least M + 2 items: their first M items are the target, the rest the guidance.
+Generation (DDIM, ``inference_steps``) is guided by the whole training sequence; each generated embedding is
+rounded to the real item of highest cosine similarity, and the M items are prepended to the user's history.
+Stage 2 trains and evaluates the backbone on the augmented data through the usual quick start.
+
+This class is the stage-1 network (``calculate_loss`` is the denoising loss, ``full_sort_predict`` the cosine
+rounding scores of the pseudo item right before the history); ``two_stage = True`` tells the quick start to run
+:meth:`DiffuASR.prepare_stage_two` instead of training it as a recommender. The data plumbing of both stages
+(training-split sequences, stage-1 loop, generation, atomic files) is in ``diffuasr_augment.py``.
+
+Config keys (defaults and comments in ``properties/model/DiffuASR.yaml``):
+    backbone, aug_num, augmented_data_path, hidden_size, unet_channels, unet_channel_mult, unet_res_blocks,
+    unet_dropout, guidance_type, p_uncond, guidance_weight, diffusion_steps, beta_schedule, beta_start, beta_end,
+    inference_steps, ddim_eta, aug_epochs, learning_rate, weight_decay, train_batch_size, MAX_ITEM_LIST_LENGTH.
+
+Differences from the official code: only training items ever enter stage 1 (the official generation is also
+guided by the validation item); classifier guidance (``cg``, which needs a separately pre-trained BERT4Rec
+classifier) is not implemented, and classifier-free guidance drops the guidance with probability ``p_uncond`` in
+training (the official code instead trains on the already guided combination of both outputs); no EMA of the
+weights and no early stopping on the training loss; DDIM timesteps are spread from ``T - 1`` to 0 (official:
+0, T/k, ..., (k-1)T/k); timesteps are drawn uniformly (official: antithetic pairs ``t``, ``T - 1 - t``); the
+guidance is the last ``MAX_ITEM_LIST_LENGTH`` items (official ``max_len`` 200); the
+generated items precede each user's interactions with timestamps below the first one, so RecBole's leave-one-out
+split keeps the same validation and test targets. As in the official code, item embeddings start from N(0, 1)
+and are learned by the denoising loss, and self-attention sits in the U-Net's middle only (the official
+``attn_resolutions: [16]`` never matches a map of 8 x 8 or less).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, guided_output
+from recbole_diffusion.model.layers import sinusoidal_embedding
+from recbole_diffusion.model.sequential_recommender import diffuasr_augment
+from recbole_diffusion.model.sequential_recommender.diffuasr_augment import AUG_ITEMS
+from recbole_diffusion.utils import register_model
+
+GUIDANCE_TYPES = ("cond", "cf")
+
+
+def _norm(channels):
+    return nn.GroupNorm(num_groups=8, num_channels=channels, eps=1e-6)
+
+
+class ResidualBlock(nn.Module):
+    """GroupNorm-swish-conv twice, the step (+ guidance) embedding added in between, residual connection."""
+
+    def __init__(self, in_channels, out_channels, embedding_channels, dropout):
+        super().__init__()
+        self.block1 = nn.Sequential(_norm(in_channels), nn.SiLU(), nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.embedding = nn.Sequential(nn.SiLU(), nn.Linear(embedding_channels, out_channels))
+        self.block2 = nn.Sequential(
+            _norm(out_channels), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        )
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x, embedding):
+        hidden = self.block1(x) + self.embedding(embedding)[:, :, None, None]
+        return self.shortcut(x) + self.block2(hidden)
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the spatial positions, residual."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        batch, channels, height, width = x.shape
+        query, key, value = self.qkv(self.norm(x)).reshape(batch, 3, channels, height * width).unbind(1)
+        weights = torch.softmax(query.transpose(1, 2) @ key / math.sqrt(channels), dim=-1)  # [B, HW, HW]
+        attended = (value @ weights.transpose(1, 2)).reshape(batch, channels, height, width)
+        return x + self.out(attended)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class SequentialUNet(nn.Module):
+    """The paper's sequential U-Net: the M item embeddings of size d are M channels of a sqrt(d) x sqrt(d) map.
+
+    DDPM's U-Net (residual blocks, attention in the middle, skip connections); the step embedding and the guidance
+    vector each pass a two-layer MLP and are summed before entering every residual block.
+    """
+
+    def __init__(self, num_items, hidden_size, channels, channel_mult, res_blocks, dropout):
+        super().__init__()
+        self.channels = channels
+        self.resolution = math.isqrt(hidden_size)
+        embedding_channels = 4 * channels
+        self.step_mlp = nn.Sequential(
+            nn.Linear(channels, embedding_channels), nn.SiLU(), nn.Linear(embedding_channels, embedding_channels)
+        )
+        self.guidance_mlp = nn.Sequential(
+            nn.Linear(hidden_size, embedding_channels), nn.SiLU(), nn.Linear(embedding_channels, embedding_channels)
+        )
+        self.conv_in = nn.Conv2d(num_items, channels, 3, padding=1)
+        widths = [channels * mult for mult in channel_mult]
+        skip_widths, width = [channels], channels
+        self.down = nn.ModuleList()
+        for level, level_width in enumerate(widths):
+            for _ in range(res_blocks):
+                self.down.append(ResidualBlock(width, level_width, embedding_channels, dropout))
+                width = level_width
+                skip_widths.append(width)
+            if level != len(widths) - 1:
+                self.down.append(Downsample(width))
+                skip_widths.append(width)
+        self.mid = nn.ModuleList(
+            [
+                ResidualBlock(width, width, embedding_channels, dropout),
+                AttentionBlock(width),
+                ResidualBlock(width, width, embedding_channels, dropout),
+            ]
+        )
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            for _ in range(res_blocks + 1):
+                self.up.append(ResidualBlock(width + skip_widths.pop(), widths[level], embedding_channels, dropout))
+                width = widths[level]
+            if level != 0:
+                self.up.append(Upsample(width))
+        self.conv_out = nn.Sequential(_norm(width), nn.SiLU(), nn.Conv2d(width, num_items, 3, padding=1))
+
+    def _run(self, block, hidden, embedding):
+        return block(hidden, embedding) if isinstance(block, ResidualBlock) else block(hidden)
+
+    def forward(self, x, timesteps, guidance):
+        """``x``: ``[B, M, d]`` noisy item embeddings; returns the predicted noise, same shape."""
+        embedding = self.step_mlp(sinusoidal_embedding(timesteps, self.channels)) + self.guidance_mlp(guidance)
+        hidden = self.conv_in(x.reshape(x.size(0), x.size(1), self.resolution, self.resolution))
+        skips = [hidden]
+        for block in self.down:
+            hidden = self._run(block, hidden, embedding)
+            skips.append(hidden)
+        for block in self.mid:
+            hidden = self._run(block, hidden, embedding)
+        for block in self.up:
+            if isinstance(block, ResidualBlock):
+                hidden = torch.cat([hidden, skips.pop()], dim=1)
+            hidden = self._run(block, hidden, embedding)
+        return self.conv_out(hidden).reshape(x.shape)
+
+
+@register_model
+class DiffuASR(SequentialRecommender):
+    input_type = InputType.POINTWISE
+    two_stage = True  # the quick start runs prepare_stage_two, then trains the returned backbone
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.aug_num = config["aug_num"]
+        self.hidden_size = config["hidden_size"]
+        self.guidance_type = config["guidance_type"]
+        self.p_uncond = config["p_uncond"]
+        self.guidance_weight = config["guidance_weight"]
+        self.inference_steps = config["inference_steps"]
+        self.ddim_eta = config["ddim_eta"]
+        channels = config["unet_channels"]
+        channel_mult = list(config["unet_channel_mult"])
+        res_blocks = config["unet_res_blocks"]
+        dropout = config["unet_dropout"]
+        if not isinstance(self.aug_num, int) or self.aug_num < 1:
+            raise ValueError(f"aug_num must be a positive int, got {self.aug_num!r}")
+        resolution = math.isqrt(self.hidden_size)
+        if resolution * resolution != self.hidden_size:
+            raise ValueError(f"hidden_size must be a perfect square (e.g. 16, 64), got {self.hidden_size}")
+        if resolution % 2 ** (len(channel_mult) - 1):
+            raise ValueError(
+                f"unet_channel_mult {channel_mult}: {len(channel_mult) - 1} downsamplings need sqrt(hidden_size) = "
+                f"{resolution} divisible by {2 ** (len(channel_mult) - 1)}"
+            )
+        if channels < 8 or channels % 8:
+            raise ValueError(f"unet_channels must be a positive multiple of 8 (GroupNorm of 8 groups), got {channels}")
+        if self.guidance_type not in GUIDANCE_TYPES:
+            raise ValueError(f"guidance_type must be one of {GUIDANCE_TYPES}, got {self.guidance_type!r}")
+        if not 0.0 <= self.p_uncond < 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
+        self.unet = SequentialUNet(self.aug_num, self.hidden_size, channels, channel_mult, res_blocks, dropout)
+        self.diffusion = GaussianDiffusion(betas_from_config(config), prediction_type="eps")
+
+    def forward(self, item_seq):
+        """The guidance vector: the sum of the embeddings of the guiding items, ``[batch, hidden]``."""
+        return self.item_embedding(item_seq).sum(dim=1)  # the padding embedding is zero
+
+    def calculate_loss(self, interaction):
+        guidance = self.forward(interaction[self.ITEM_SEQ])
+        if self.guidance_type == "cf":
+            unconditional = torch.rand(guidance.size(0), device=guidance.device) < self.p_uncond
+            guidance = torch.where(unconditional[:, None], self.null_guidance.expand_as(guidance), guidance)
+        target = self.item_embedding(interaction[AUG_ITEMS])  # [B, M, d]
+        timesteps = self.diffusion.sample_timesteps(target.size(0), target.device)
+        noise = torch.randn_like(target)
+        noisy = self.diffusion.q_sample(target, timesteps, noise)
+        return F.mse_loss(self.unet(noisy, timesteps, guidance), noise)
+
+    @torch.no_grad()
+    def generate_embeddings(self, item_seq):
+        """DDIM (or DDPM) from noise to the M pseudo item embeddings ``[batch, M, hidden]``."""
+        guidance = self.forward(item_seq)
+
+        def denoiser(noisy, timesteps):
+            conditional = self.unet(noisy, timesteps, guidance)
+            if self.guidance_type == "cond":
+                return conditional
+            unconditional = self.unet(noisy, timesteps, self.null_guidance.expand_as(guidance))
+            return guided_output(conditional, unconditional, self.guidance_weight)
+
+        shape = (item_seq.size(0), self.aug_num, self.hidden_size)
+        return self.diffusion.sample(
+            denoiser, shape, item_seq.device, num_inference_steps=self.inference_steps, eta=self.ddim_eta
+        )
+
+    def rounding_scores(self, embeddings):
+        """Cosine similarity of generated embeddings ``[..., hidden]`` with every item; the padding item -inf."""
+        scores = F.normalize(embeddings, dim=-1) @ F.normalize(self.item_embedding.weight, dim=-1).t()
+        scores[..., 0] = -torch.inf
+        return scores
+
+    def generate(self, item_seq):
+        """The M pseudo items ``[batch, M]`` (in order, the last one right before the history) for each history."""
+        return self.rounding_scores(self.generate_embeddings(item_seq)).argmax(dim=-1)
+
+    def predict(self, interaction):
+        return self.full_sort_predict(interaction).gather(1, interaction[self.ITEM_ID][:, None]).squeeze(1)
+
+    def full_sort_predict(self, interaction):
+        """Scores of every item as the pseudo item just before the history (the last of the M generated)."""
+        return self.rounding_scores(self.generate_embeddings(interaction[self.ITEM_SEQ])[:, -1])
+
+    @classmethod
+    def prepare_stage_two(cls, config, dataset, train_data, valid_data, test_data):
+        """Stage 1 on the training split, then the augmented data for the backbone (see ``diffuasr_augment``)."""
+        return diffuasr_augment.prepare_stage_two(cls, config, dataset, train_data, valid_data, test_data)
