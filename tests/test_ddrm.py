@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
-from recbole.utils import init_seed
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
+from recbole_diffusion import get_model, get_trainer, run_recbole_diffusion
+from tests.conftest import build_model
 from tests.general_data import RANDOM_DISTINCT_CHANCE
 
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
@@ -18,17 +18,8 @@ SMALL = {
 }
 
 
-def build(config_dict, dataset="markov"):
-    config = Config(model="DDRM", dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model("DDRM")(config, train_data._dataset)
-    return config, model, train_data, valid_data, test_data
-
-
 def test_one_epoch_and_full_sort_with_a_frozen_backbone(general_config):
-    config, model, train_data, valid_data, test_data = build({**general_config, **SMALL})
+    config, model, train_data, valid_data, test_data = build_model("DDRM", {**general_config, **SMALL})
     assert config["train_neg_sample_args"]["distribution"] == "uniform"  # BPR with RecBole's negatives
     backbone = model.item_embedding.clone()
     assert not any(parameter is model.item_embedding for parameter in model.parameters())
@@ -52,7 +43,7 @@ def test_learns_collaborative_pattern_and_stays_at_chance_on_random(general_conf
 
 
 def test_loss_is_weighted_bpr_plus_reconstruction(general_config):
-    _, model, _, _, _ = build({**general_config, **SMALL, "alpha": 0.3, "beta": 2.0})
+    _, model, _, _, _ = build_model("DDRM", {**general_config, **SMALL, "alpha": 0.3, "beta": 2.0})
     model.eval()  # no dropout, so the same seed gives the same denoised embeddings
     batch = Interaction({"user_id": torch.tensor([1, 2, 3]), "item_id": torch.tensor([4, 5, 6]),
                          "neg_item_id": torch.tensor([7, 8, 9])})
@@ -67,7 +58,7 @@ def test_loss_is_weighted_bpr_plus_reconstruction(general_config):
 
 
 def test_inference_runs_the_item_denoiser_for_sampling_steps(general_config):
-    _, model, _, _, test_data = build({**general_config, **SMALL, "steps": 8, "sampling_steps": 3})
+    _, model, _, _, test_data = build_model("DDRM", {**general_config, **SMALL, "steps": 8, "sampling_steps": 3})
     model.eval()
     calls = []
     model.item_denoiser.register_forward_hook(lambda *args: calls.append(1))
@@ -77,7 +68,7 @@ def test_inference_runs_the_item_denoiser_for_sampling_steps(general_config):
 
 
 def test_save_load_gives_identical_scores(general_config):
-    config, model, train_data, valid_data, test_data = build({**general_config, **SMALL})
+    config, model, train_data, valid_data, test_data = build_model("DDRM", {**general_config, **SMALL})
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
@@ -104,18 +95,18 @@ def test_same_seed_same_metrics(general_config):
 
 
 def test_given_embedding_files_are_used_and_validated(general_config, tmp_path):
-    _, model, train_data, _, _ = build({**general_config, **SMALL})
+    _, model, train_data, _, _ = build_model("DDRM", {**general_config, **SMALL})
     dataset = train_data._dataset
     items, users = tmp_path / "items.npy", tmp_path / "users.npy"
     np.save(items, model.item_embedding[1:].numpy())
     np.save(users, model.user_embedding.numpy())
-    _, from_files, _, _, _ = build({**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
+    _, from_files, _, _, _ = build_model("DDRM", {**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
     assert torch.equal(from_files.item_embedding, model.item_embedding)
     with pytest.raises(ValueError, match="user embeddings"):
-        build({**general_config, **SMALL, "item_emb_path": str(items)})
+        build_model("DDRM", {**general_config, **SMALL, "item_emb_path": str(items)})
     np.save(users, np.zeros((dataset.user_num + 3, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="user embedding file"):
-        build({**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
+        build_model("DDRM", {**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
 
 
 @pytest.mark.parametrize(
@@ -131,4 +122,4 @@ def test_given_embedding_files_are_used_and_validated(general_config, tmp_path):
 )
 def test_bad_config_is_rejected(general_config, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build({**general_config, **SMALL, key: value})
+        build_model("DDRM", {**general_config, **SMALL, key: value})

@@ -11,7 +11,8 @@ from recbole.model.general_recommender.diffrec import DiffRec as RecBoleDiffRec
 from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
+from recbole_diffusion import Config, get_model, get_trainer, run_recbole_diffusion
+from tests.conftest import build_model
 from tests.general_data import RANDOM_DISTINCT_CHANCE
 
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
@@ -19,18 +20,9 @@ pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data
 SMALL = {"dims_dnn": [64], "steps": 10}
 
 
-def build(model_name, config_dict, dataset="markov"):
-    config = Config(model=model_name, dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset)
-    return config, model, train_data, valid_data, test_data
-
-
 @pytest.mark.parametrize("model_name", ["DiffRec", "TDiffRec"])
 def test_one_epoch_and_full_sort(general_config, model_name):
-    config, model, train_data, valid_data, test_data = build(model_name, {**general_config, **SMALL})
+    config, model, train_data, valid_data, test_data = build_model(model_name, {**general_config, **SMALL})
     assert type(train_data) is UserDataLoader
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.fit(train_data, valid_data, saved=True)
@@ -93,7 +85,7 @@ def test_same_as_recbole_builtin_diffrec(general_config, overrides):
             init_seed(config["seed"], config["reproducibility"])
             model = RecBoleDiffRec(config, train_data._dataset)
         else:
-            config, model, train_data, valid_data, test_data = build("DiffRec", dict(shared))
+            config, model, train_data, valid_data, test_data = build_model("DiffRec", dict(shared))
         trainer = Trainer(config, model)
         trainer.fit(train_data, valid_data, saved=False)
         torch.manual_seed(0)  # sampling_steps > 0 noises the history at inference
@@ -105,7 +97,7 @@ def test_same_as_recbole_builtin_diffrec(general_config, overrides):
 
 
 def test_inference_runs_all_steps_without_noise(general_config):
-    _, model, _, _, test_data = build("DiffRec", {**general_config, **SMALL, "sampling_steps": 4})
+    _, model, _, _, test_data = build_model("DiffRec", {**general_config, **SMALL, "sampling_steps": 4})
     model.eval()
     calls = []
     model.denoiser.register_forward_hook(lambda *args: calls.append(1))
@@ -117,7 +109,7 @@ def test_inference_runs_all_steps_without_noise(general_config):
 
 
 def test_save_load_gives_identical_scores(general_config):
-    config, model, train_data, valid_data, test_data = build("DiffRec", {**general_config, **SMALL})
+    config, model, train_data, valid_data, test_data = build_model("DiffRec", {**general_config, **SMALL})
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
@@ -141,7 +133,7 @@ def test_same_seed_same_metrics(general_config):
 
 
 def test_time_aware_weights_follow_each_users_time_order(general_config):
-    _, model, train_data, _, _ = build("TDiffRec", {**general_config, **SMALL, "w_min": 0.2, "w_max": 1.0})
+    _, model, train_data, _, _ = build_model("TDiffRec", {**general_config, **SMALL, "w_min": 0.2, "w_max": 1.0})
     dataset = train_data._dataset
     user = 5
     rows = dataset.inter_feat[dataset.inter_feat["user_id"] == user]
@@ -155,11 +147,11 @@ def test_time_aware_weights_follow_each_users_time_order(general_config):
 def test_time_aware_model_needs_timestamps(general_config):
     config = {**general_config, **SMALL, "load_col": {"inter": ["user_id", "item_id"]}, "eval_args": {"order": "RO"}}
     with pytest.raises(ValueError, match="timestamp"):
-        build("TDiffRec", config, dataset="no_time")
+        build_model("TDiffRec", config, dataset="no_time")
 
 
 def test_no_dense_user_item_matrix(general_config):
-    _, model, train_data, _, _ = build("DiffRec", {**general_config, **SMALL})
+    _, model, train_data, _, _ = build_model("DiffRec", {**general_config, **SMALL})
     n_users, n_items = train_data._dataset.user_num, train_data._dataset.item_num
     tensors = [*model.state_dict().values(), *(value for value in vars(model).values() if torch.is_tensor(value))]
     assert all(tensor.numel() < n_users * n_items for tensor in tensors)
@@ -180,4 +172,4 @@ def test_no_dense_user_item_matrix(general_config):
 )
 def test_bad_config_is_rejected(general_config, model_name, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build(model_name, {**general_config, **SMALL, key: value})
+        build_model(model_name, {**general_config, **SMALL, key: value})

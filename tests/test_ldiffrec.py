@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from recbole.utils import init_seed
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, run_recbole_diffusion
+from recbole_diffusion import get_model, get_trainer, run_recbole_diffusion
+from tests.conftest import build_model
 from tests.general_data import RANDOM_DISTINCT_CHANCE
 
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
@@ -17,18 +17,9 @@ SMALL = {
 }
 
 
-def build(model_name, config_dict, dataset="markov"):
-    config = Config(model=model_name, dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset)
-    return config, model, train_data, valid_data, test_data
-
-
 @pytest.mark.parametrize("model_name", ["LDiffRec", "LTDiffRec"])
 def test_one_epoch_and_full_sort(general_config, model_name):
-    config, model, train_data, valid_data, test_data = build(model_name, {**general_config, **SMALL})
+    config, model, train_data, valid_data, test_data = build_model(model_name, {**general_config, **SMALL})
     assert sorted(torch.cat(model.cluster_items).tolist()) == list(range(1, model.n_items))  # every item, once
     assert sum(sizes[0] for sizes in model.latent_sizes) == config["in_dims"][0]
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -50,10 +41,10 @@ def test_learns_collaborative_pattern_and_stays_at_chance_on_random(general_conf
 
 
 def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp_path):
-    config, model, train_data, _, _ = build("LDiffRec", {**general_config, **SMALL})
+    config, model, train_data, _, _ = build_model("LDiffRec", {**general_config, **SMALL})
     cached = [name for name in os.listdir(config["checkpoint_dir"]) if name.startswith("markov-LightGCN")]
     assert len(cached) == 1
-    _, again, _, _, _ = build("LDiffRec", {**general_config, **SMALL})  # from the cache: same clusters and weights
+    _, again, _, _, _ = build_model("LDiffRec", {**general_config, **SMALL})  # from the cache: same clusters and weights
     assert torch.equal(again.item_cluster, model.item_cluster)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
 
@@ -62,18 +53,18 @@ def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp
     embeddings[: (n_items - 1) // 2, 0] = 1.0  # two obvious clusters: the first half of the items and the rest
     good_file = tmp_path / "item_emb.npy"
     np.save(good_file, embeddings)
-    _, from_file, _, _, _ = build("LDiffRec", {**general_config, **SMALL, "item_emb_path": str(good_file)})
+    _, from_file, _, _, _ = build_model("LDiffRec", {**general_config, **SMALL, "item_emb_path": str(good_file)})
     first_half = from_file.item_cluster[1: (n_items - 1) // 2 + 1]
     assert (first_half == first_half[0]).all() and not (from_file.item_cluster[n_items // 2 + 1:] == first_half[0]).any()
 
     bad_file = tmp_path / "bad.npy"
     np.save(bad_file, np.zeros((n_items + 5, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="item embedding file"):
-        build("LDiffRec", {**general_config, **SMALL, "item_emb_path": str(bad_file)})
+        build_model("LDiffRec", {**general_config, **SMALL, "item_emb_path": str(bad_file)})
 
 
 def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config):
-    _, model, train_data, _, _ = build("LDiffRec", {**general_config, **SMALL, "anneal_steps": 10, "lamda": 0.03,
+    _, model, train_data, _, _ = build_model("LDiffRec", {**general_config, **SMALL, "anneal_steps": 10, "lamda": 0.03,
                                                      "anneal_cap": 0.005, "vae_anneal_steps": 1000})
     per_epoch = model.batches_per_epoch
     assert per_epoch == -(-train_data._dataset.user_num // 32)
@@ -86,7 +77,7 @@ def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config):
 
 
 def test_save_load_gives_identical_scores(general_config):
-    config, model, train_data, valid_data, test_data = build("LDiffRec", {**general_config, **SMALL})
+    config, model, train_data, valid_data, test_data = build_model("LDiffRec", {**general_config, **SMALL})
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.fit(train_data, valid_data, saved=True)
     checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
@@ -111,7 +102,7 @@ def test_same_seed_same_metrics(general_config):
 def test_time_aware_model_needs_timestamps(general_config):
     config = {**general_config, **SMALL, "load_col": {"inter": ["user_id", "item_id"]}, "eval_args": {"order": "RO"}}
     with pytest.raises(ValueError, match="timestamp"):
-        build("LTDiffRec", config, dataset="no_time")
+        build_model("LTDiffRec", config, dataset="no_time")
 
 
 @pytest.mark.parametrize(
@@ -127,4 +118,4 @@ def test_time_aware_model_needs_timestamps(general_config):
 )
 def test_bad_config_is_rejected(general_config, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build("LDiffRec", {**general_config, **SMALL, key: value})
+        build_model("LDiffRec", {**general_config, **SMALL, key: value})
