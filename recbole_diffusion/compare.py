@@ -1,0 +1,306 @@
+"""Fair comparison of several models: the same split and evaluator for each, several seeds, paired significance.
+
+:func:`compare` trains every model for every seed exactly as :func:`recbole_diffusion.run` does (early stopping on
+the validation split, the best checkpoint tested), then scores the test users once more to keep per-user values
+of every top-K metric (RecBole's own metric code on the same ``rec.topk`` data its evaluator builds). It writes
+``<output_dir>/<dataset>/<timestamp>/``:
+
+* ``metrics.csv``: one row per model and seed, every test metric and the efficiency figures;
+* ``per_user/<model>_seed<seed>.npz``: ``user_id`` and one array per top-K metric (e.g. ``ndcg@10``);
+* ``significance.csv``: each model against the best baseline, paired t-test and Wilcoxon signed-rank test over
+  the test users (each user's value averaged over the seeds);
+* ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, the p-values on the
+  validation metric, parameters, training seconds per epoch, inference users per second and peak memory.
+
+A *baseline* is any model that is not one of this plugin's models (RecBole's SASRec, GRU4Rec, ...); the best
+baseline is the one with the highest mean test value of ``valid_metric``.
+"""
+
+import inspect
+import resource
+import sys
+import time
+from datetime import datetime
+from logging import getLogger
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.evaluator.base_metric import TopkMetric
+from recbole.evaluator.collector import DataStruct
+from recbole.evaluator.register import metrics_dict, smaller_metrics
+from recbole.utils import init_logger, init_seed
+from scipy import stats
+
+from recbole_diffusion.config import Config
+from recbole_diffusion.data import create_dataset, data_preparation
+from recbole_diffusion.quick_start import _count_parameters
+from recbole_diffusion.utils import get_model, get_trainer, is_plugin_model
+
+EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
+
+
+def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=None, output_dir="results"):
+    """Train and test every model in ``models`` for every seed in ``seeds`` on ``dataset`` and write the report.
+
+    Args:
+        models (list of str): at least one model name, no repeats; plugin and RecBole models may be mixed as long
+            as they read the same kind of data (e.g. all sequential).
+        dataset (str): dataset name.
+        seeds (list of int): one training run per model and seed; the seed also drives the split where it is
+            random, so every model of one seed sees the identical split.
+        config_file_list (list of str, optional), config_dict (dict, optional): as for :func:`run`; applied to
+            every model (``seed`` is set per run).
+        output_dir (str or Path): the report goes to ``<output_dir>/<dataset>/<timestamp>/``.
+
+    Returns:
+        Path: the report folder.
+    """
+    models = _checked_models(models)
+    seeds = _checked_seeds(seeds)
+    report_dir = _new_report_dir(Path(output_dir) / dataset)
+    (report_dir / "per_user").mkdir()
+
+    rows = []
+    valid_metric = None
+    for seed in seeds:
+        for model_name in models:
+            run_config_dict = {**(config_dict or {}), "seed": seed}
+            config = Config(
+                model=model_name, dataset=dataset, config_file_list=config_file_list, config_dict=run_config_dict
+            )
+            valid_metric = config["valid_metric"].lower()
+            row, per_user = _train_and_score(config)
+            rows.append({"model": model_name, "seed": seed, **row})
+            np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
+
+    metrics = pd.DataFrame(rows)
+    metrics.to_csv(report_dir / "metrics.csv", index=False)
+    per_user_means = {model: _per_user_mean(report_dir, model, seeds) for model in models}
+    baseline = best_baseline(metrics, valid_metric, [model for model in models if not is_plugin_model(get_model(model))])
+    significance = significance_table(per_user_means, baseline)
+    significance.to_csv(report_dir / "significance.csv", index=False)
+    (report_dir / "table.md").write_text(markdown_table(metrics, significance, valid_metric, baseline))
+    getLogger().info(f"comparison report written to {report_dir}")
+    return report_dir
+
+
+def _checked_models(models):
+    if isinstance(models, str):
+        models = [name.strip() for name in models.split(",")]
+    models = list(models)
+    if not models or not all(isinstance(name, str) and name for name in models):
+        raise ValueError(f"models: expected one or more model names, got {models!r}")
+    repeated = sorted({name for name in models if models.count(name) > 1})
+    if repeated:
+        raise ValueError(f"models: each model may appear once, repeated: {', '.join(repeated)}")
+    for name in models:
+        if getattr(get_model(name), "two_stage", False):
+            raise ValueError(f"models: {name} is a two-stage model, which compare does not support; run it alone")
+    return models
+
+
+def _checked_seeds(seeds):
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+        raise ValueError(f"seeds: expected one or more integer seeds, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: each seed may appear once, got {seeds!r}")
+    return seeds
+
+
+def _new_report_dir(parent):
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, suffix = parent / stamp, 1
+    while candidate.exists():
+        suffix += 1
+        candidate = parent / f"{stamp}_{suffix}"
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def _train_and_score(config):
+    """Train, test the best checkpoint, and score the test users again for per-user values and speed."""
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    if not isinstance(test_data, FullSortEvalDataLoader):
+        raise ValueError(
+            f"eval_args: compare needs full-sort evaluation of the test split (mode 'full'), got "
+            f"{type(test_data).__name__} for {config['model']}"
+        )
+    on_gpu = torch.cuda.is_available() and config["device"].type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(config["device"])
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    epoch_seconds = _time_epochs(trainer)
+    trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    per_user, users_per_second = per_user_topk_metrics(trainer, test_data, config)
+    row = {
+        **test_result,
+        "parameters": _count_parameters(model),
+        "train_seconds_per_epoch": float(np.mean(epoch_seconds)),
+        "inference_users_per_second": users_per_second,
+        "peak_memory_mb": _peak_memory_mb(config["device"] if on_gpu else None),
+    }
+    return row, per_user
+
+
+def _time_epochs(trainer):
+    """Record the wall time of each training epoch of ``trainer`` in the returned list."""
+    seconds = []
+    train_epoch = trainer._train_epoch
+
+    def timed_train_epoch(*args, **kwargs):
+        start = time.perf_counter()
+        result = train_epoch(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+        return result
+
+    trainer._train_epoch = timed_train_epoch
+    return seconds
+
+
+def _peak_memory_mb(cuda_device):
+    """Peak GPU memory allocated since the last reset, or on the CPU the process's peak resident set so far."""
+    if cuda_device is not None:
+        return torch.cuda.max_memory_allocated(cuda_device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def per_user_topk_metrics(trainer, test_data, config):
+    """Per-user values of every top-K metric in ``config['metrics']`` on ``test_data``, and users scored per second.
+
+    Scores come from the trainer's own full-sort path (padding item and history masked); the ``rec.topk`` data and
+    the per-user arithmetic are RecBole's, so the mean of each array is the metric RecBole reports.
+    """
+    topk_metrics = {
+        name.lower(): metrics_dict[name.lower()](config)
+        for name in config["metrics"]
+        if issubclass(metrics_dict[name.lower()], TopkMetric)
+    }
+    max_k = max(config["topk"])
+    trainer.model.eval()
+    trainer.tot_item_num = test_data._dataset.item_num
+    topk_rows, user_ids = [], []
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in test_data:
+            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
+            _, topk_index = torch.topk(scores, max_k, dim=-1)
+            positives = torch.zeros_like(scores, dtype=torch.int)
+            positives[positive_u, positive_i] = 1
+            topk_rows.append(
+                torch.cat((torch.gather(positives, 1, topk_index), positives.sum(dim=1, keepdim=True)), dim=1).cpu()
+            )
+            user_ids.append(interaction[config["USER_ID_FIELD"]].cpu())
+    if torch.cuda.is_available() and config["device"].type == "cuda":
+        torch.cuda.synchronize(config["device"])
+    elapsed = time.perf_counter() - start
+
+    data = DataStruct()
+    data.set("rec.topk", torch.cat(topk_rows))
+    per_user = {"user_id": torch.cat(user_ids).numpy()}
+    for name, metric in topk_metrics.items():
+        pos_index, pos_len = metric.used_info(data)
+        arguments = (pos_index, pos_len)[: len(inspect.signature(metric.metric_info).parameters)]
+        values = metric.metric_info(*arguments)
+        for k in config["topk"]:
+            per_user[f"{name}@{k}"] = values[:, k - 1]
+    return per_user, len(per_user["user_id"]) / elapsed
+
+
+def _per_user_mean(report_dir, model, seeds):
+    """Per-user values of ``model`` averaged over the seeds, indexed by user id (users tested in every seed)."""
+    frames = []
+    for seed in seeds:
+        with np.load(report_dir / "per_user" / f"{model}_seed{seed}.npz") as arrays:
+            frames.append(pd.DataFrame({key: arrays[key] for key in arrays.files}).set_index("user_id"))
+    return pd.concat(frames).groupby(level=0).mean().loc[sorted(set.intersection(*(set(f.index) for f in frames)))]
+
+
+def best_baseline(metrics, valid_metric, baselines):
+    """The baseline with the highest mean test ``valid_metric`` (lowest for metrics where smaller is better)."""
+    if not baselines:
+        return None
+    means = metrics[metrics["model"].isin(baselines)].groupby("model")[valid_metric].mean()
+    return means.idxmin() if _smaller_is_better(valid_metric) else means.idxmax()
+
+
+def _smaller_is_better(metric):
+    return metric.split("@")[0] in smaller_metrics
+
+
+def paired_tests(values, baseline_values):
+    """Paired t-test and Wilcoxon signed-rank test of two per-user arrays (same users, same order).
+
+    Returns (t statistic, t-test p, Wilcoxon statistic, Wilcoxon p); when every difference is zero the tests are
+    undefined and the p-values are 1.0 (the two models are indistinguishable on these users).
+    """
+    values, baseline_values = np.asarray(values, dtype=float), np.asarray(baseline_values, dtype=float)
+    if values.shape != baseline_values.shape:
+        raise ValueError(f"paired_tests: {values.shape} values against {baseline_values.shape} baseline values")
+    if np.all(values == baseline_values):
+        return 0.0, 1.0, 0.0, 1.0
+    t_test = stats.ttest_rel(values, baseline_values)
+    wilcoxon = stats.wilcoxon(values, baseline_values)
+    return float(t_test.statistic), float(t_test.pvalue), float(wilcoxon.statistic), float(wilcoxon.pvalue)
+
+
+def significance_table(per_user_means, baseline):
+    """One row per (model, metric) for every model other than ``baseline``, paired over their common users."""
+    columns = ["model", "baseline", "metric", "n_users", "t_statistic", "t_pvalue", "wilcoxon_statistic",
+               "wilcoxon_pvalue"]
+    rows = []
+    if baseline is not None:
+        reference = per_user_means[baseline]
+        for model, values in per_user_means.items():
+            if model == baseline:
+                continue
+            users = values.index.intersection(reference.index)
+            for metric in values.columns:
+                tests = paired_tests(values.loc[users, metric], reference.loc[users, metric])
+                rows.append([model, baseline, metric, len(users), *tests])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def markdown_table(metrics, significance, valid_metric, baseline):
+    """Mean ± std over seeds per model, best in bold, p-values on ``valid_metric`` against ``baseline``."""
+    metric_columns = [column for column in metrics.columns if column not in ("model", "seed", *EFFICIENCY_COLUMNS)]
+    grouped = metrics.groupby("model", sort=False)
+    means, stds = grouped[metric_columns].mean(), grouped[metric_columns].std(ddof=0)
+    best = {
+        column: means[column].min() if _smaller_is_better(column) else means[column].max() for column in metric_columns
+    }
+    on_valid_metric = significance[significance["metric"] == valid_metric].set_index("model")
+    header = ["model", "seeds", *metric_columns, f"t-test p ({valid_metric})", f"Wilcoxon p ({valid_metric})",
+              "parameters", "train s/epoch", "inference users/s", "peak memory MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, group in grouped:
+        cells = [model + (" (best baseline)" if model == baseline else ""), str(len(group))]
+        for column in metric_columns:
+            text = f"{means.loc[model, column]:.4f} ± {stds.loc[model, column]:.4f}"
+            cells.append(f"**{text}**" if means.loc[model, column] == best[column] else text)
+        if model in on_valid_metric.index:
+            cells += [f"{on_valid_metric.loc[model, 't_pvalue']:.3g}", f"{on_valid_metric.loc[model, 'wilcoxon_pvalue']:.3g}"]
+        else:
+            cells += ["—", "—"]
+        cells += [
+            f"{int(group['parameters'].iloc[0])}",
+            f"{group['train_seconds_per_epoch'].mean():.3f}",
+            f"{group['inference_users_per_second'].mean():.0f}",
+            f"{group['peak_memory_mb'].max():.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        f"Mean ± std over seeds. p-values: paired tests over test users against the best baseline ({baseline})."
+        if baseline is not None
+        else "No baseline (non-plugin model) in this run, so no significance tests."
+    )
+    return "\n".join(lines) + "\n\n" + note + "\n"
