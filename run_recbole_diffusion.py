@@ -1,5 +1,9 @@
 """Train and evaluate a plugin or RecBole model: ``python run_recbole_diffusion.py --model=DreamRec --dataset=ml-1m``.
 
+Several models (``--model=DreamRec,SASRec,GRU4Rec``) or ``--seeds`` run the comparison harness instead
+(:func:`recbole_diffusion.compare.compare`): every model on the same split, each seed, a report under
+``--output_dir`` (default ``results``). ``--seeds=3`` means the seeds 2020, 2021, 2022; ``--seeds=1,7`` names them.
+
 Any other ``--key=value`` is a RecBole/plugin config parameter (e.g. ``--data_path=../shared/datasets``,
 ``--epochs=50``, ``--inference_steps=20``).
 """
@@ -8,11 +12,14 @@ import argparse
 import sys
 
 from recbole_diffusion import DatasetNotFoundError, ModelNotFoundError, run
+from recbole_diffusion.compare import CompareInputError, compare
+
+FIRST_SEED = 2020
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", "-m", default="DreamRec", help="plugin or RecBole model name")
+    parser.add_argument("--model", "-m", default="DreamRec", help="plugin or RecBole model name, or a comma list")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships inside recbole)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml config files")
     parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (distributed run)")
@@ -20,14 +27,39 @@ def parse_args(argv=None):
     parser.add_argument("--port", default="5678", help="rendezvous port of a distributed run")
     parser.add_argument("--world_size", type=int, default=-1, help="processes over all machines")
     parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
+    parser.add_argument(
+        "--seeds", type=parse_seeds, default=None, help="comparison: a number of seeds from 2020, or a comma list"
+    )
+    parser.add_argument("--output_dir", default="results", help="comparison: where the report folder goes")
     args, _ = parser.parse_known_args(argv)
+    args.models = [name.strip() for name in args.model.split(",")]
+    args.compare = len(args.models) > 1 or args.seeds is not None
+    if args.compare and (args.nproc != 1 or args.world_size != -1):
+        parser.error("--nproc/--world_size: a comparison runs in a single process")
     return args
+
+
+def parse_seeds(text):
+    """``"3"`` -> [2020, 2021, 2022]; ``"1,7"`` -> [1, 7]."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a comma list of integers, got {text!r}") from None
+    if "," in text:
+        return numbers
+    if numbers[0] < 1:
+        raise argparse.ArgumentTypeError(f"a count of seeds must be at least 1, got {text!r}")
+    return list(range(FIRST_SEED, FIRST_SEED + numbers[0]))
 
 
 def main(argv=None):
     args = parse_args(argv)
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     try:
+        if args.compare:
+            seeds = args.seeds or [FIRST_SEED]
+            compare(args.models, args.dataset, seeds, config_file_list, output_dir=args.output_dir)
+            return 0
         run(
             args.model,
             args.dataset,
@@ -38,7 +70,7 @@ def main(argv=None):
             port=args.port,
             group_offset=args.group_offset,
         )
-    except (DatasetNotFoundError, ModelNotFoundError) as error:
+    except (DatasetNotFoundError, ModelNotFoundError, CompareInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -39,6 +39,11 @@ from recbole_diffusion.data import create_dataset, data_preparation
 from recbole_diffusion.quick_start import _count_parameters
 from recbole_diffusion.utils import get_model, get_trainer, is_plugin_model
 
+
+class CompareInputError(ValueError):
+    """An argument of :func:`compare` is unusable; the message names it."""
+
+
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
 
 
@@ -79,7 +84,9 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     metrics = pd.DataFrame(rows)
     metrics.to_csv(report_dir / "metrics.csv", index=False)
     per_user_means = {model: _per_user_mean(report_dir, model, seeds) for model in models}
-    baseline = best_baseline(metrics, valid_metric, [model for model in models if not is_plugin_model(get_model(model))])
+    baseline = best_baseline(
+        metrics, valid_metric, [model for model in models if not is_plugin_model(get_model(model))]
+    )
     significance = significance_table(per_user_means, baseline)
     significance.to_csv(report_dir / "significance.csv", index=False)
     (report_dir / "table.md").write_text(markdown_table(metrics, significance, valid_metric, baseline))
@@ -92,22 +99,24 @@ def _checked_models(models):
         models = [name.strip() for name in models.split(",")]
     models = list(models)
     if not models or not all(isinstance(name, str) and name for name in models):
-        raise ValueError(f"models: expected one or more model names, got {models!r}")
+        raise CompareInputError(f"models: expected one or more model names, got {models!r}")
     repeated = sorted({name for name in models if models.count(name) > 1})
     if repeated:
-        raise ValueError(f"models: each model may appear once, repeated: {', '.join(repeated)}")
+        raise CompareInputError(f"models: each model may appear once, repeated: {', '.join(repeated)}")
     for name in models:
         if getattr(get_model(name), "two_stage", False):
-            raise ValueError(f"models: {name} is a two-stage model, which compare does not support; run it alone")
+            raise CompareInputError(
+                f"models: {name} is a two-stage model, which compare does not support; run it alone"
+            )
     return models
 
 
 def _checked_seeds(seeds):
     seeds = list(seeds)
     if not seeds or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
-        raise ValueError(f"seeds: expected one or more integer seeds, got {seeds!r}")
+        raise CompareInputError(f"seeds: expected one or more integer seeds, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: each seed may appear once, got {seeds!r}")
+        raise CompareInputError(f"seeds: each seed may appear once, got {seeds!r}")
     return seeds
 
 
@@ -127,7 +136,7 @@ def _train_and_score(config):
     init_logger(config)
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     if not isinstance(test_data, FullSortEvalDataLoader):
-        raise ValueError(
+        raise CompareInputError(
             f"eval_args: compare needs full-sort evaluation of the test split (mode 'full'), got "
             f"{type(test_data).__name__} for {config['model']}"
         )
@@ -255,8 +264,16 @@ def paired_tests(values, baseline_values):
 
 def significance_table(per_user_means, baseline):
     """One row per (model, metric) for every model other than ``baseline``, paired over their common users."""
-    columns = ["model", "baseline", "metric", "n_users", "t_statistic", "t_pvalue", "wilcoxon_statistic",
-               "wilcoxon_pvalue"]
+    columns = [
+        "model",
+        "baseline",
+        "metric",
+        "n_users",
+        "t_statistic",
+        "t_pvalue",
+        "wilcoxon_statistic",
+        "wilcoxon_pvalue",
+    ]
     rows = []
     if baseline is not None:
         reference = per_user_means[baseline]
@@ -279,8 +296,17 @@ def markdown_table(metrics, significance, valid_metric, baseline):
         column: means[column].min() if _smaller_is_better(column) else means[column].max() for column in metric_columns
     }
     on_valid_metric = significance[significance["metric"] == valid_metric].set_index("model")
-    header = ["model", "seeds", *metric_columns, f"t-test p ({valid_metric})", f"Wilcoxon p ({valid_metric})",
-              "parameters", "train s/epoch", "inference users/s", "peak memory MB"]
+    header = [
+        "model",
+        "seeds",
+        *metric_columns,
+        f"t-test p ({valid_metric})",
+        f"Wilcoxon p ({valid_metric})",
+        "parameters",
+        "train s/epoch",
+        "inference users/s",
+        "peak memory MB",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, group in grouped:
         cells = [model + (" (best baseline)" if model == baseline else ""), str(len(group))]
@@ -288,7 +314,10 @@ def markdown_table(metrics, significance, valid_metric, baseline):
             text = f"{means.loc[model, column]:.4f} ± {stds.loc[model, column]:.4f}"
             cells.append(f"**{text}**" if means.loc[model, column] == best[column] else text)
         if model in on_valid_metric.index:
-            cells += [f"{on_valid_metric.loc[model, 't_pvalue']:.3g}", f"{on_valid_metric.loc[model, 'wilcoxon_pvalue']:.3g}"]
+            cells += [
+                f"{on_valid_metric.loc[model, 't_pvalue']:.3g}",
+                f"{on_valid_metric.loc[model, 'wilcoxon_pvalue']:.3g}",
+            ]
         else:
             cells += ["—", "—"]
         cells += [
