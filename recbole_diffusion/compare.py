@@ -1,12 +1,13 @@
 """Fair comparison of several models: the same split and evaluator for each, several seeds, paired significance.
 
 :func:`compare` trains every model for every seed exactly as :func:`recbole_diffusion.run` does (early stopping on
-the validation split, the best checkpoint tested), then scores the test users once more to keep per-user values
-of every top-K metric (RecBole's own metric code on the same ``rec.topk`` data its evaluator builds). It writes
+the validation split, the best checkpoint tested) and keeps, from that test, per-user values of every top-K metric
+(RecBole's own metric code on the ``rec.topk`` data its evaluator builds). It writes
 ``<output_dir>/<dataset>/<timestamp>/``:
 
 * ``metrics.csv``: one row per model and seed, every test metric and the efficiency figures;
-* ``per_user/<model>_seed<seed>.npz``: ``user_id`` and one array per top-K metric (e.g. ``ndcg@10``);
+* ``per_user/<model>_seed<seed>.npz``: ``user_id`` and one array per top-K metric (e.g. ``ndcg@10``), taken from
+  the very test evaluation whose means are in ``metrics.csv`` (so stochastic samplers agree with the table);
 * ``significance.csv``: each model against the best baseline, paired t-test and Wilcoxon signed-rank test over
   the test users (each user's value averaged over the seeds);
 * ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, the p-values on the
@@ -29,7 +30,6 @@ import pandas as pd
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator.base_metric import TopkMetric
-from recbole.evaluator.collector import DataStruct
 from recbole.evaluator.register import metrics_dict, smaller_metrics
 from recbole.utils import init_logger, init_seed
 from scipy import stats
@@ -131,7 +131,7 @@ def _new_report_dir(parent):
 
 
 def _train_and_score(config):
-    """Train, test the best checkpoint, and score the test users again for per-user values and speed."""
+    """Train, test the best checkpoint, and keep the per-user values and the speed of that very test."""
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
@@ -140,24 +140,25 @@ def _train_and_score(config):
             f"eval_args: compare needs full-sort evaluation of the test split (mode 'full'), got "
             f"{type(test_data).__name__} for {config['model']}"
         )
-    on_gpu = torch.cuda.is_available() and config["device"].type == "cuda"
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats(config["device"])
+    cuda_device = config["device"] if config["device"].type == "cuda" else None
+    if cuda_device is not None:
+        torch.cuda.reset_peak_memory_stats(cuda_device)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     epoch_seconds = _time_epochs(trainer)
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+    test_record = _record_evaluation(trainer, cuda_device)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
-    per_user, users_per_second = per_user_topk_metrics(trainer, test_data, config)
+    user_ids = torch.cat([batch[0][config["USER_ID_FIELD"]] for batch in test_data]).numpy()
     row = {
         **test_result,
         "parameters": _count_parameters(model),
         "train_seconds_per_epoch": float(np.mean(epoch_seconds)),
-        "inference_users_per_second": users_per_second,
-        "peak_memory_mb": _peak_memory_mb(config["device"] if on_gpu else None),
+        "inference_users_per_second": test_record["users"] / test_record["seconds"],
+        "peak_memory_mb": _peak_memory_mb(cuda_device),
     }
-    return row, per_user
+    return row, {"user_id": user_ids, **per_user_topk_metrics(test_record["data"], config)}
 
 
 def _time_epochs(trainer):
@@ -175,6 +176,33 @@ def _time_epochs(trainer):
     return seconds
 
 
+def _record_evaluation(trainer, cuda_device):
+    """From now on, keep the data of ``trainer``'s evaluations and the time and users of its full-sort scoring.
+
+    The returned dict holds ``data`` (the collector's data of the last evaluation, RecBole's ``rec.topk``
+    included), ``seconds`` spent in full-sort scoring (masking included) and ``users`` scored.
+    """
+    record = {"data": None, "seconds": 0.0, "users": 0}
+    evaluate, full_sort_batch_eval = trainer.evaluator.evaluate, trainer._full_sort_batch_eval
+
+    def keeping_evaluate(data):
+        record["data"] = data
+        return evaluate(data)
+
+    def timed_full_sort_batch_eval(batched_data):
+        start = time.perf_counter()
+        interaction, scores, positive_u, positive_i = full_sort_batch_eval(batched_data)
+        if cuda_device is not None:
+            torch.cuda.synchronize(cuda_device)
+        record["seconds"] += time.perf_counter() - start
+        record["users"] += len(scores)
+        return interaction, scores, positive_u, positive_i
+
+    trainer.evaluator.evaluate = keeping_evaluate
+    trainer._full_sort_batch_eval = timed_full_sort_batch_eval
+    return record
+
+
 def _peak_memory_mb(cuda_device):
     """Peak GPU memory allocated since the last reset, or on the CPU the process's peak resident set so far."""
     if cuda_device is not None:
@@ -183,46 +211,24 @@ def _peak_memory_mb(cuda_device):
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
-def per_user_topk_metrics(trainer, test_data, config):
-    """Per-user values of every top-K metric in ``config['metrics']`` on ``test_data``, and users scored per second.
+def per_user_topk_metrics(data, config):
+    """Per-user values of every top-K metric in ``config['metrics']``, e.g. ``{"ndcg@10": array}``.
 
-    Scores come from the trainer's own full-sort path (padding item and history masked); the ``rec.topk`` data and
-    the per-user arithmetic are RecBole's, so the mean of each array is the metric RecBole reports.
+    ``data`` is the collector's data of one evaluation; RecBole's own metric classes compute the per-user values
+    from its ``rec.topk``, so the mean of each array is the metric RecBole reported for that evaluation.
     """
-    topk_metrics = {
-        name.lower(): metrics_dict[name.lower()](config)
-        for name in config["metrics"]
-        if issubclass(metrics_dict[name.lower()], TopkMetric)
-    }
-    max_k = max(config["topk"])
-    trainer.model.eval()
-    trainer.tot_item_num = test_data._dataset.item_num
-    topk_rows, user_ids = [], []
-    start = time.perf_counter()
-    with torch.no_grad():
-        for batch in test_data:
-            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
-            _, topk_index = torch.topk(scores, max_k, dim=-1)
-            positives = torch.zeros_like(scores, dtype=torch.int)
-            positives[positive_u, positive_i] = 1
-            topk_rows.append(
-                torch.cat((torch.gather(positives, 1, topk_index), positives.sum(dim=1, keepdim=True)), dim=1).cpu()
-            )
-            user_ids.append(interaction[config["USER_ID_FIELD"]].cpu())
-    if torch.cuda.is_available() and config["device"].type == "cuda":
-        torch.cuda.synchronize(config["device"])
-    elapsed = time.perf_counter() - start
-
-    data = DataStruct()
-    data.set("rec.topk", torch.cat(topk_rows))
-    per_user = {"user_id": torch.cat(user_ids).numpy()}
-    for name, metric in topk_metrics.items():
+    per_user = {}
+    for name in config["metrics"]:
+        metric_class = metrics_dict[name.lower()]
+        if not issubclass(metric_class, TopkMetric):
+            continue
+        metric = metric_class(config)
         pos_index, pos_len = metric.used_info(data)
         arguments = (pos_index, pos_len)[: len(inspect.signature(metric.metric_info).parameters)]
         values = metric.metric_info(*arguments)
         for k in config["topk"]:
-            per_user[f"{name}@{k}"] = values[:, k - 1]
-    return per_user, len(per_user["user_id"]) / elapsed
+            per_user[f"{name.lower()}@{k}"] = values[:, k - 1]
+    return per_user
 
 
 def _per_user_mean(report_dir, model, seeds):

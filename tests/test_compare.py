@@ -1,0 +1,219 @@
+"""The comparison harness: two models and two seeds end to end, the paired tests against scipy, input errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import run_recbole_diffusion
+from recbole_diffusion.compare import (
+    CompareInputError,
+    best_baseline,
+    compare,
+    paired_tests,
+    significance_table,
+)
+from tests.sequential_configs import DREAMREC_SMALL
+
+SCRIPT = Path(__file__).resolve().parents[1] / "run_recbole_diffusion.py"
+MODELS = ["DreamRec", "GRU4Rec"]
+SEEDS = [2020, 2021]
+
+
+def compare_config(data_path, checkpoint_dir):
+    return {
+        "data_path": data_path,
+        "checkpoint_dir": str(checkpoint_dir),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "metrics": ["Hit", "NDCG", "MRR"],
+        "topk": [5, 10],
+        "valid_metric": "NDCG@10",
+        "show_progress": False,
+        "state": "WARNING",
+        "reproducibility": True,
+        "epochs": 1,
+        "train_batch_size": 256,
+        "eval_batch_size": 1024,
+        **DREAMREC_SMALL,
+    }
+
+
+@pytest.fixture(scope="module")
+def report_dir(data_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    config = compare_config(data_path, folder / "saved")
+    return compare(MODELS, "markov", seeds=SEEDS, config_dict=config, output_dir=folder / "results")
+
+
+def test_report_folder_holds_every_file(report_dir):
+    assert report_dir.parent.name == "markov" and report_dir.parent.parent.name == "results"
+    assert sorted(path.name for path in report_dir.iterdir()) == [
+        "metrics.csv",
+        "per_user",
+        "significance.csv",
+        "table.md",
+    ]
+    expected = sorted(f"{model}_seed{seed}.npz" for model in MODELS for seed in SEEDS)
+    assert sorted(path.name for path in (report_dir / "per_user").iterdir()) == expected
+
+
+def test_metrics_csv_has_one_row_per_model_and_seed(report_dir):
+    metrics = pd.read_csv(report_dir / "metrics.csv")
+    assert sorted(zip(metrics["model"], metrics["seed"])) == sorted((m, s) for m in MODELS for s in SEEDS)
+    for column in ["hit@5", "hit@10", "ndcg@10", "mrr@10", "parameters", "train_seconds_per_epoch"]:
+        assert column in metrics.columns
+    assert (metrics[["inference_users_per_second", "peak_memory_mb", "parameters"]] > 0).all().all()
+
+
+def test_per_user_means_equal_recbole_metrics_on_the_same_users(report_dir):
+    metrics = pd.read_csv(report_dir / "metrics.csv").set_index(["model", "seed"])
+    for seed in SEEDS:
+        users = []
+        for model in MODELS:
+            with np.load(report_dir / "per_user" / f"{model}_seed{seed}.npz") as arrays:
+                users.append(np.sort(arrays["user_id"]))
+                assert len(arrays["user_id"]) == 300
+                for metric in ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10"]:
+                    assert arrays[metric].mean() == pytest.approx(metrics.loc[(model, seed), metric], abs=1e-4)
+        np.testing.assert_array_equal(users[0], users[1])  # the identical split
+
+
+def test_significance_csv_compares_dreamrec_with_the_baseline(report_dir):
+    significance = pd.read_csv(report_dir / "significance.csv")
+    assert set(significance["model"]) == {"DreamRec"} and set(significance["baseline"]) == {"GRU4Rec"}
+    assert sorted(significance["metric"]) == sorted(["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@5", "mrr@10"])
+    assert (significance["n_users"] == 300).all()
+    assert significance[["t_pvalue", "wilcoxon_pvalue"]].apply(lambda p: p.between(0, 1)).all().all()
+
+
+def test_table_shows_mean_std_best_and_p_values(report_dir):
+    table = (report_dir / "table.md").read_text()
+    metrics = pd.read_csv(report_dir / "metrics.csv")
+    lines = table.splitlines()
+    assert lines[0].startswith("| model | seeds | hit@5 |") and "t-test p (ndcg@10)" in lines[0]
+    dreamrec_row = next(line for line in lines if line.startswith("| DreamRec |"))
+    baseline_row = next(line for line in lines if line.startswith("| GRU4Rec (best baseline) |"))
+    ndcg = metrics[metrics["model"] == "DreamRec"]["ndcg@10"]
+    assert f"{ndcg.mean():.4f} ± {ndcg.std(ddof=0):.4f}" in dreamrec_row
+    assert "**" in table
+    assert baseline_row.count("—") == 2 and dreamrec_row.count("—") == 0
+
+
+def test_paired_tests_match_scipy_on_a_hand_made_example():
+    model = np.array([1.0, 0.8, 0.0, 0.6, 1.0, 0.3, 0.9, 0.0])
+    baseline = np.array([0.5, 0.8, 0.1, 0.2, 0.0, 0.3, 0.4, 0.2])
+    t_statistic, t_pvalue, w_statistic, w_pvalue = paired_tests(model, baseline)
+    expected_t = stats.ttest_rel(model, baseline)
+    expected_w = stats.wilcoxon(model, baseline)
+    assert (t_statistic, t_pvalue) == pytest.approx((expected_t.statistic, expected_t.pvalue))
+    assert (w_statistic, w_pvalue) == pytest.approx((expected_w.statistic, expected_w.pvalue))
+    # by hand: differences 0.5, 0, -0.1, 0.4, 1, 0, 0.5, -0.2 -> mean 0.2625 over 8 users
+    differences = model - baseline
+    assert t_statistic == pytest.approx(differences.mean() / (differences.std(ddof=1) / np.sqrt(8)))
+    assert paired_tests(model, model) == (0.0, 1.0, 0.0, 1.0)
+
+
+def test_significance_table_pairs_by_user_id():
+    baseline = pd.DataFrame({"hit@10": [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]}, index=[1, 2, 3, 4, 5, 6])
+    model = pd.DataFrame({"hit@10": [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]}, index=[6, 5, 4, 3, 2, 1, 9])
+    table = significance_table({"Base": baseline, "Model": model}, "Base")
+    assert list(table["model"]) == ["Model"] and list(table["n_users"]) == [6]
+    aligned = model.loc[baseline.index, "hit@10"]
+    expected = stats.ttest_rel(aligned, baseline["hit@10"])
+    assert table["t_pvalue"].iloc[0] == pytest.approx(expected.pvalue)
+    assert significance_table({"Model": model}, None).empty
+
+
+def test_best_baseline_follows_the_metric_direction():
+    metrics = pd.DataFrame(
+        {
+            "model": ["A", "A", "B", "B", "C"],
+            "ndcg@10": [0.2, 0.4, 0.35, 0.35, 0.9],
+            "giniindex@10": [0.5, 0.7, 0.3, 0.3, 0.1],
+        }
+    )
+    assert best_baseline(metrics, "ndcg@10", ["A", "B"]) == "B"
+    assert best_baseline(metrics, "giniindex@10", ["A", "B"]) == "B"
+    assert best_baseline(metrics, "ndcg@10", []) is None
+
+
+@pytest.mark.parametrize(
+    "models, seeds, message",
+    [
+        ([], [1], "models: expected one or more"),
+        (["SASRec", "SASRec"], [1], "models: each model may appear once, repeated: SASRec"),
+        (["DiffuASR", "SASRec"], [1], "models: DiffuASR is a two-stage model"),
+        (["SASRec"], [], "seeds: expected one or more integer seeds"),
+        (["SASRec"], [1, "2"], "seeds: expected one or more integer seeds"),
+        (["SASRec"], [3, 3], "seeds: each seed may appear once"),
+    ],
+)
+def test_bad_arguments_name_the_argument(models, seeds, message, tmp_path):
+    with pytest.raises(CompareInputError, match=message):
+        compare(models, "markov", seeds=seeds, output_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_sampled_evaluation_is_refused(data_path, tmp_path):
+    config = {**compare_config(data_path, tmp_path / "saved"), "eval_args": {"mode": "uni100", "order": "TO"}}
+    with pytest.raises(CompareInputError, match="eval_args: compare needs full-sort"):
+        compare(["GRU4Rec"], "markov", config_dict=config, output_dir=tmp_path / "results")
+
+
+def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model=DreamRec,GRU4Rec",
+            "--dataset=markov",
+            f"--output_dir={tmp_path / 'results'}",
+            f"--data_path={data_path}",
+            f"--checkpoint_dir={tmp_path / 'saved'}",
+            "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
+            "--MAX_ITEM_LIST_LENGTH=10",
+            "--epochs=1",
+            "--show_progress=False",
+            "--hidden_size=16",
+            "--inner_size=16",
+            "--diffusion_steps=20",
+        ],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (report,) = (tmp_path / "results" / "markov").iterdir()
+    metrics = pd.read_csv(report / "metrics.csv")
+    assert list(metrics["model"]) == ["DreamRec", "GRU4Rec"] and set(metrics["seed"]) == {2020}
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model=DreamRec,GRU4Rec", "--seeds=two"], "argument --seeds: expected a count or a comma list"),
+        (["--model=DreamRec", "--seeds=0"], "argument --seeds: a count of seeds must be at least 1"),
+        (["--model=DreamRec,GRU4Rec", "--nproc=2"], "--nproc/--world_size: a comparison runs in a single process"),
+        (["--model=DreamRec,DreamRec"], "error: models: each model may appear once"),
+    ],
+)
+def test_script_rejects_bad_comparison_arguments(arguments, message, tmp_path, capsys):
+    try:
+        returncode = run_recbole_diffusion.main([*arguments, "--dataset=markov", f"--output_dir={tmp_path}"])
+    except SystemExit as exit_from_argparse:
+        returncode = exit_from_argparse.code
+    assert returncode == 2
+    assert message in capsys.readouterr().err
+
+
+def test_seed_count_starts_at_2020_and_a_list_is_kept():
+    assert run_recbole_diffusion.parse_seeds("3") == [2020, 2021, 2022]
+    assert run_recbole_diffusion.parse_seeds("7,1") == [7, 1]
