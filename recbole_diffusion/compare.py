@@ -11,7 +11,9 @@ the validation split, the best checkpoint tested) and keeps, from that test, per
 * ``significance.csv``: each model against the best baseline, paired t-test and Wilcoxon signed-rank test over
   the test users (each user's value averaged over the seeds);
 * ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, the p-values on the
-  validation metric, parameters, training seconds per epoch, inference users per second and peak memory.
+  validation metric, parameters, training seconds per epoch, inference users per second and peak memory;
+* ``accuracy_vs_<metric>.png``: the validation metric against each diversity metric of the run (ILD,
+  CategoryCoverage, ItemCoverage, ...), one point per model with its seed-to-seed spread.
 
 A *baseline* is any model that is not one of this plugin's models (RecBole's SASRec, GRU4Rec, ...); the best
 baseline is the one with the highest mean test value of ``valid_metric``.
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator.base_metric import TopkMetric
 from recbole.evaluator.register import metrics_dict, smaller_metrics
@@ -44,6 +47,7 @@ class CompareInputError(ValueError):
     """An argument of :func:`compare` is unusable; the message names it."""
 
 
+DIVERSITY_METRICS = ("ild", "categorycoverage", "itemcoverage", "shannonentropy", "giniindex", "tailpercentage")
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
 
 
@@ -90,6 +94,7 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     significance = significance_table(per_user_means, baseline)
     significance.to_csv(report_dir / "significance.csv", index=False)
     (report_dir / "table.md").write_text(markdown_table(metrics, significance, valid_metric, baseline))
+    plot_accuracy_vs_diversity(metrics, valid_metric, report_dir)
     getLogger().info(f"comparison report written to {report_dir}")
     return report_dir
 
@@ -339,3 +344,36 @@ def markdown_table(metrics, significance, valid_metric, baseline):
         else "No baseline (non-plugin model) in this run, so no significance tests."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def plot_accuracy_vs_diversity(metrics, accuracy_metric, report_dir):
+    """Write ``accuracy_vs_<metric>.png`` for each diversity metric in ``metrics``; return the files written.
+
+    One point per model at its mean over seeds, error bars one standard deviation; none when the run measured no
+    diversity metric.
+    """
+    diversity_columns = [column for column in metrics.columns if column.split("@")[0] in DIVERSITY_METRICS]
+    grouped = metrics.groupby("model", sort=False)
+    means, stds = grouped.mean(numeric_only=True), grouped.std(ddof=0, numeric_only=True)
+    written = []
+    for column in diversity_columns:
+        figure = Figure(figsize=(5, 4), layout="constrained")
+        axes = figure.add_subplot()
+        for model in means.index:
+            axes.errorbar(
+                means.loc[model, column],
+                means.loc[model, accuracy_metric],
+                xerr=stds.loc[model, column],
+                yerr=stds.loc[model, accuracy_metric],
+                fmt="o",
+                capsize=3,
+                label=model,
+            )
+        axes.set_xlabel(column)
+        axes.set_ylabel(accuracy_metric)
+        axes.set_title(f"{accuracy_metric} vs {column} ({grouped.size().max()} seeds)")
+        axes.legend()
+        path = Path(report_dir) / f"accuracy_vs_{column.replace('@', '_at_')}.png"
+        figure.savefig(path, dpi=120)
+        written.append(path)
+    return written

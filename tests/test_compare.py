@@ -15,6 +15,7 @@ from recbole_diffusion.compare import (
     best_baseline,
     compare,
     paired_tests,
+    plot_accuracy_vs_diversity,
     significance_table,
 )
 from tests.sequential_configs import DREAMREC_SMALL
@@ -31,7 +32,7 @@ def compare_config(data_path, checkpoint_dir):
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
         "MAX_ITEM_LIST_LENGTH": 10,
-        "metrics": ["Hit", "NDCG", "MRR"],
+        "metrics": ["Hit", "NDCG", "MRR", "ILD"],
         "topk": [5, 10],
         "valid_metric": "NDCG@10",
         "show_progress": False,
@@ -54,6 +55,8 @@ def report_dir(data_path, tmp_path_factory):
 def test_report_folder_holds_every_file(report_dir):
     assert report_dir.parent.name == "markov" and report_dir.parent.parent.name == "results"
     assert sorted(path.name for path in report_dir.iterdir()) == [
+        "accuracy_vs_ild_at_10.png",
+        "accuracy_vs_ild_at_5.png",
         "metrics.csv",
         "per_user",
         "significance.csv",
@@ -103,6 +106,16 @@ def test_table_shows_mean_std_best_and_p_values(report_dir):
     assert f"{ndcg.mean():.4f} ± {ndcg.std(ddof=0):.4f}" in dreamrec_row
     assert "**" in table
     assert baseline_row.count("—") == 2 and dreamrec_row.count("—") == 0
+
+
+def test_accuracy_vs_diversity_plot_is_a_non_empty_png(report_dir):
+    png = (report_dir / "accuracy_vs_ild_at_10.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_no_diversity_metric_means_no_plot(tmp_path):
+    metrics = pd.DataFrame({"model": ["A", "B"], "seed": [1, 1], "ndcg@10": [0.1, 0.2]})
+    assert plot_accuracy_vs_diversity(metrics, "ndcg@10", tmp_path) == []
 
 
 def test_paired_tests_match_scipy_on_a_hand_made_example():
