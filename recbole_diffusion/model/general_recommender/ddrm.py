@@ -33,7 +33,12 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_diffusion.diffusion import GaussianDiffusion
-from recbole_diffusion.model.general_recommender.diffrec import ACTIVATIONS, DiffRecDenoiser, diffrec_betas
+from recbole_diffusion.model.general_recommender.diffrec import (
+    DiffRecDenoiser,
+    check_denoiser_settings,
+    diffrec_betas,
+    positive_int,
+)
 from recbole_diffusion.model.pretrain import pretrained_embeddings
 from recbole_diffusion.utils import register_model
 
@@ -44,7 +49,7 @@ class DDRM(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        steps = config["steps"]
+        steps = positive_int(config, "steps")
         self.sampling_steps = config["sampling_steps"]
         self.alpha = config["alpha"]
         self.beta = config["beta"]
@@ -52,24 +57,14 @@ class DDRM(GeneralRecommender):
         embedding_size = config["embedding_size"]
         activation = config["mlp_act_func"]
         dropout = config["dropout"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
         if not 1 <= self.sampling_steps <= steps:
             raise ValueError(f"sampling_steps must be in 1..steps ({steps}), got {self.sampling_steps!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta!r}")
-        if not dims or not all(isinstance(size, int) and size > 0 for size in dims):
-            raise ValueError(f"dims_dnn must be a non-empty list of positive ints, got {dims!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"mlp_act_func must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        betas = diffrec_betas(
-            config["noise_schedule"], steps, config["noise_scale"], config["noise_min"], config["noise_max"],
-            config["beta_fixed"],
-        )
+        check_denoiser_settings(dims, activation, dropout)
+        betas = diffrec_betas(config, steps)
         user_embeddings, item_embeddings = pretrained_embeddings(
             config, dataset, item_file=config["item_emb_path"], user_file=config["user_emb_path"]
         )

@@ -42,8 +42,11 @@ MEAN_TYPES = ("x0", "eps")
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 
 
-def diffrec_betas(noise_schedule, steps, noise_scale, noise_min, noise_max, beta_fixed):
-    """DiffRec's betas from the shared schedules; ``beta_fixed`` sets the first beta to 1e-5 as the official code."""
+def diffrec_betas(config, steps):
+    """DiffRec's betas from the shared schedules and the config keys noise_schedule, noise_scale, noise_min,
+    noise_max and beta_fixed (which sets the first beta to 1e-5 as the official code)."""
+    noise_schedule, noise_scale = config["noise_schedule"], config["noise_scale"]
+    noise_min, noise_max = config["noise_min"], config["noise_max"]
     if noise_schedule not in NOISE_SCHEDULES:
         raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {noise_schedule!r}")
     if not noise_scale > 0:
@@ -55,9 +58,19 @@ def diffrec_betas(noise_schedule, steps, noise_scale, noise_min, noise_max, beta
     else:
         kwargs = {}
     betas = make_betas(noise_schedule, steps, **kwargs)
-    if beta_fixed:
+    if config["beta_fixed"]:
         betas[0] = 1e-5
     return betas
+
+
+def check_denoiser_settings(dims, activation, dropout):
+    """Reject bad values of the denoiser's config keys dims_dnn, mlp_act_func and dropout."""
+    if not dims or not all(isinstance(size, int) and size > 0 for size in dims):
+        raise ValueError(f"dims_dnn must be a non-empty list of positive ints, got {dims!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"mlp_act_func must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 
 
 def step_features(timesteps, dim, max_period=10000.0):
@@ -106,7 +119,8 @@ class DiffRecDenoiser(nn.Module):
         return self.mlp(torch.cat(inputs, dim=-1))
 
 
-def _positive_int(config, key):
+def positive_int(config, key):
+    """``config[key]``, which must be a positive int."""
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{key} must be a positive int, got {value!r}")
@@ -120,7 +134,7 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.steps = _positive_int(config, "steps")
+        self.steps = positive_int(config, "steps")
         self.mean_type = config["mean_type"]
         self.reweight = config["reweight"]
         self.sampling_steps = config["sampling_steps"]
@@ -133,20 +147,12 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
             raise ValueError(f"mean_type must be one of {MEAN_TYPES}, got {self.mean_type!r}")
         if not 0 <= self.sampling_steps <= self.steps:
             raise ValueError(f"sampling_steps must be in 0..steps ({self.steps}), got {self.sampling_steps!r}")
-        if not dims or not all(isinstance(size, int) and size > 0 for size in dims):
-            raise ValueError(f"dims_dnn must be a non-empty list of positive ints, got {dims!r}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"mlp_act_func must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        betas = diffrec_betas(
-            config["noise_schedule"], self.steps, config["noise_scale"], config["noise_min"], config["noise_max"],
-            config["beta_fixed"],
-        )
+        check_denoiser_settings(dims, activation, dropout)
+        betas = diffrec_betas(config, self.steps)
 
         self.build_histroy_items(dataset)
         self.diffusion = GaussianDiffusion(betas, prediction_type=self.mean_type)
-        self.timestep_sampler = LossAwareSampler(self.steps, _positive_int(config, "history_num_per_term"))
+        self.timestep_sampler = LossAwareSampler(self.steps, positive_int(config, "history_num_per_term"))
         self.denoiser = DiffRecDenoiser(self.diffused_size(), dims, embedding_size, activation, dropout, config["norm"])
 
     def diffused_size(self):
