@@ -13,7 +13,10 @@ the validation split, the best checkpoint tested) and keeps, from that test, per
 * ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, the p-values on the
   validation metric, parameters, training seconds per epoch, inference users per second and peak memory;
 * ``accuracy_vs_<metric>.png``: the validation metric against each diversity metric of the run (ILD,
-  CategoryCoverage, ItemCoverage, ...), one point per model with its seed-to-seed spread.
+  CategoryCoverage, ItemCoverage, ...), one point per model with its seed-to-seed spread;
+* ``inference_steps.csv`` and ``<valid_metric>_vs_inference_steps.png``: for every diffusion model with an
+  ``inference_steps`` setting, the trained model tested again with each sampler of ``inference_step_grid`` (the full
+  DDPM chain, DDIM with 50/20/10/5 steps by default): every test metric and the full-sort users per second.
 
 A *baseline* is any model that is not one of this plugin's models (RecBole's SASRec, GRU4Rec, ...); the best
 baseline is the one with the highest mean test value of ``valid_metric``.
@@ -31,10 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator.base_metric import TopkMetric
 from recbole.evaluator.register import metrics_dict, smaller_metrics
-from recbole.utils import init_logger, init_seed
+from recbole.utils import ModelType, init_logger, init_seed
 from scipy import stats
 
 from recbole_diffusion.config import Config
@@ -47,6 +51,7 @@ class CompareInputError(ValueError):
     """An argument of :func:`compare` is unusable; the message names it."""
 
 
+STEP_GRID_KEY = "inference_step_grid"
 DIVERSITY_METRICS = ("ild", "categorycoverage", "itemcoverage", "shannonentropy", "giniindex", "tailpercentage")
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
 
@@ -72,7 +77,7 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     report_dir = _new_report_dir(Path(output_dir) / dataset)
     (report_dir / "per_user").mkdir()
 
-    rows = []
+    rows, step_rows = [], []
     valid_metric = None
     for seed in seeds:
         for model_name in models:
@@ -81,8 +86,10 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
                 model=model_name, dataset=dataset, config_file_list=config_file_list, config_dict=run_config_dict
             )
             valid_metric = config["valid_metric"].lower()
-            row, per_user = _train_and_score(config)
+            _check_step_grid(config[STEP_GRID_KEY])
+            row, per_user, sampler_rows = _train_and_score(config)
             rows.append({"model": model_name, "seed": seed, **row})
+            step_rows += [{"model": model_name, "seed": seed, **sampler_row} for sampler_row in sampler_rows]
             np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
 
     metrics = pd.DataFrame(rows)
@@ -95,6 +102,10 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     significance.to_csv(report_dir / "significance.csv", index=False)
     (report_dir / "table.md").write_text(markdown_table(metrics, significance, valid_metric, baseline))
     plot_accuracy_vs_diversity(metrics, valid_metric, report_dir)
+    if step_rows:
+        inference_steps = pd.DataFrame(step_rows)
+        inference_steps.to_csv(report_dir / "inference_steps.csv", index=False)
+        plot_metric_vs_inference_steps(inference_steps, valid_metric, report_dir)
     getLogger().info(f"comparison report written to {report_dir}")
     return report_dir
 
@@ -113,6 +124,13 @@ def _checked_models(models):
             raise CompareInputError(
                 f"models: {name} is a two-stage model, which compare does not support; run it alone"
             )
+    sequential = [name for name in models if get_model(name).type == ModelType.SEQUENTIAL]
+    if sequential and len(sequential) < len(models):
+        others = [name for name in models if name not in sequential]
+        raise CompareInputError(
+            f"models: sequential ({', '.join(sequential)}) and non-sequential ({', '.join(others)}) models read "
+            "different data and splits; compare them in separate runs"
+        )
     return models
 
 
@@ -123,6 +141,15 @@ def _checked_seeds(seeds):
     if len(set(seeds)) != len(seeds):
         raise CompareInputError(f"seeds: each seed may appear once, got {seeds!r}")
     return seeds
+
+
+def _check_step_grid(grid):
+    if not isinstance(grid, (list, tuple)) or not all(
+        steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1) for steps in grid
+    ):
+        raise CompareInputError(
+            f"{STEP_GRID_KEY}: expected a list of positive step counts and ~ (the full DDPM chain), got {grid!r}"
+        )
 
 
 def _new_report_dir(parent):
@@ -136,7 +163,10 @@ def _new_report_dir(parent):
 
 
 def _train_and_score(config):
-    """Train, test the best checkpoint, and keep the per-user values and the speed of that very test."""
+    """Train, test the best checkpoint, and keep the per-user values and the speed of that very test.
+
+    Returns the metrics row, the per-user arrays and one row per sampler of :func:`_test_inference_steps`.
+    """
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
@@ -156,6 +186,7 @@ def _train_and_score(config):
     test_record = _record_evaluation(trainer, cuda_device)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     user_ids = torch.cat([batch[0][config["USER_ID_FIELD"]] for batch in test_data]).numpy()
+    per_user = {"user_id": user_ids, **per_user_topk_metrics(test_record["data"], config)}
     row = {
         **test_result,
         "parameters": _count_parameters(model),
@@ -163,7 +194,41 @@ def _train_and_score(config):
         "inference_users_per_second": test_record["users"] / test_record["seconds"],
         "peak_memory_mb": _peak_memory_mb(cuda_device),
     }
-    return row, {"user_id": user_ids, **per_user_topk_metrics(test_record["data"], config)}
+    return row, per_user, _test_inference_steps(trainer, test_data, test_record, config)
+
+
+def inference_step_grid(model, grid):
+    """The samplers of ``grid`` that ``model`` can run: ``None`` (its full DDPM chain) and DDIM step counts
+    below its number of diffusion steps, in the grid's order; empty for a model without ``inference_steps``.
+    """
+    if not hasattr(model, "inference_steps") or not hasattr(model, "diffusion"):
+        return []
+    return [steps for steps in grid if steps is None or steps < model.diffusion.num_steps]
+
+
+def _test_inference_steps(trainer, test_data, test_record, config):
+    """Test the trained model again with every sampler of the step grid (each run re-seeded); one row each."""
+    model = trainer.model
+    grid = inference_step_grid(model, config[STEP_GRID_KEY])
+    if not grid:
+        return []
+    trained_steps = model.inference_steps
+    rows = []
+    for steps in grid:
+        model.inference_steps = steps
+        test_record.update(seconds=0.0, users=0)
+        init_seed(config["seed"], config["reproducibility"])
+        result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+        rows.append(
+            {
+                "sampler": "DDPM" if steps is None else "DDIM",
+                "steps": model.diffusion.num_steps if steps is None else steps,
+                **result,
+                "inference_users_per_second": test_record["users"] / test_record["seconds"],
+            }
+        )
+    model.inference_steps = trained_steps
+    return rows
 
 
 def _time_epochs(trainer):
@@ -377,3 +442,44 @@ def plot_accuracy_vs_diversity(metrics, accuracy_metric, report_dir):
         figure.savefig(path, dpi=120)
         written.append(path)
     return written
+
+
+def plot_metric_vs_inference_steps(inference_steps, metric, report_dir):
+    """Write ``<metric>_vs_inference_steps.png``: ``metric`` and full-sort users per second against the number of
+    sampling steps, one line per model (DDIM points joined, the DDPM chain a square), mean over seeds with error
+    bars of one standard deviation. Returns the file written.
+    """
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    metric_axes, speed_axes = figure.subplots(1, 2)
+    for model, runs in inference_steps.groupby("model", sort=False):
+        grouped = runs.groupby(["sampler", "steps"])
+        means, stds = grouped.mean(numeric_only=True), grouped.std(ddof=0, numeric_only=True)
+        for axes, column in ((metric_axes, metric), (speed_axes, "inference_users_per_second")):
+            color = None
+            if "DDIM" in means.index.get_level_values("sampler"):
+                ddim_steps = means.loc["DDIM"].index
+                line = axes.errorbar(
+                    ddim_steps, means.loc["DDIM", column], yerr=stds.loc["DDIM", column], fmt="o-", capsize=3,
+                    label=f"{model} DDIM",
+                )
+                color = line.lines[0].get_color()
+            if "DDPM" in means.index.get_level_values("sampler"):
+                axes.errorbar(
+                    means.loc["DDPM"].index, means.loc["DDPM", column], yerr=stds.loc["DDPM", column], fmt="s",
+                    capsize=3, markersize=8, color=color, label=f"{model} DDPM",
+                )
+    seeds = inference_steps.groupby("model")["seed"].nunique().max()
+    for axes, label in ((metric_axes, metric), (speed_axes, "full-sort users / s")):
+        axes.set_xscale("log")
+        axes.set_xticks(sorted(inference_steps["steps"].unique()))
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.set_xlabel("sampling steps")
+        axes.set_ylabel(label)
+        axes.legend(fontsize="small")
+    metric_axes.set_title(f"{metric} vs sampling steps ({seeds} seeds)")
+    speed_axes.set_yscale("log")
+    speed_axes.set_title("inference speed vs sampling steps")
+    path = Path(report_dir) / f"{metric.replace('@', '_at_')}_vs_inference_steps.png"
+    figure.savefig(path, dpi=120)
+    return path

@@ -10,14 +10,19 @@ import pytest
 from scipy import stats
 
 import run_recbole_diffusion
+from recbole.trainer import Trainer
+
 from recbole_diffusion.compare import (
     CompareInputError,
+    _record_evaluation,
+    _test_inference_steps,
     best_baseline,
     compare,
     paired_tests,
     plot_accuracy_vs_diversity,
     significance_table,
 )
+from tests.conftest import build_model
 from tests.sequential_configs import DREAMREC_SMALL
 
 SCRIPT = Path(__file__).resolve().parents[1] / "run_recbole_diffusion.py"
@@ -57,7 +62,9 @@ def test_report_folder_holds_every_file(report_dir):
     assert sorted(path.name for path in report_dir.iterdir()) == [
         "accuracy_vs_ild_at_10.png",
         "accuracy_vs_ild_at_5.png",
+        "inference_steps.csv",
         "metrics.csv",
+        "ndcg_at_10_vs_inference_steps.png",
         "per_user",
         "significance.csv",
         "table.md",
@@ -113,6 +120,45 @@ def test_accuracy_vs_diversity_plot_is_a_non_empty_png(report_dir):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
+def test_inference_steps_csv_retests_only_the_diffusion_model_with_each_sampler(report_dir):
+    steps = pd.read_csv(report_dir / "inference_steps.csv")
+    assert set(steps["model"]) == {"DreamRec"}  # GRU4Rec has no sampler
+    for seed in SEEDS:
+        runs = steps[steps["seed"] == seed]
+        # DREAMREC_SMALL has 50 diffusion steps: DDIM 50 would be the full chain, so the grid drops it
+        assert list(zip(runs["sampler"], runs["steps"])) == [("DDPM", 50), ("DDIM", 20), ("DDIM", 10), ("DDIM", 5)]
+    assert steps["ndcg@10"].between(0, 1).all() and (steps["inference_users_per_second"] > 0).all()
+    assert (report_dir / "ndcg_at_10_vs_inference_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (report_dir / "ndcg_at_10_vs_inference_steps.png").stat().st_size > 10_000
+
+
+def test_sampler_sweep_runs_each_grid_entry_and_restores_the_trained_setting(data_path, tmp_path):
+    config_dict = {**compare_config(data_path, tmp_path), "inference_steps": 10, "inference_step_grid": [None, 7, 3]}
+    config, model, _, _, test_data = build_model("DreamRec", config_dict)
+    trainer = Trainer(config, model)
+    requested = []
+    sample = model.diffusion.sample
+
+    def recording_sample(*args, num_inference_steps=None, **kwargs):
+        requested.append(num_inference_steps)
+        return sample(*args, num_inference_steps=num_inference_steps, **kwargs)
+
+    model.diffusion.sample = recording_sample
+    rows = _test_inference_steps(trainer, test_data, _record_evaluation(trainer, None), config)
+    batches = len(requested) // 3
+    assert requested == [None] * batches + [7] * batches + [3] * batches
+    assert [(row["sampler"], row["steps"]) for row in rows] == [("DDPM", 50), ("DDIM", 7), ("DDIM", 3)]
+    assert model.inference_steps == 10
+
+
+def test_deterministic_ddim_retest_is_reproducible(data_path, tmp_path):
+    config_dict = {**compare_config(data_path, tmp_path), "inference_step_grid": [5, 5]}
+    config, model, _, _, test_data = build_model("DreamRec", config_dict)
+    trainer = Trainer(config, model)
+    first, second = _test_inference_steps(trainer, test_data, _record_evaluation(trainer, None), config)
+    assert first["ndcg@10"] == second["ndcg@10"] and first["hit@10"] == second["hit@10"]
+
+
 def test_no_diversity_metric_means_no_plot(tmp_path):
     metrics = pd.DataFrame({"model": ["A", "B"], "seed": [1, 1], "ndcg@10": [0.1, 0.2]})
     assert plot_accuracy_vs_diversity(metrics, "ndcg@10", tmp_path) == []
@@ -165,12 +211,21 @@ def test_best_baseline_follows_the_metric_direction():
         (["SASRec"], [], "seeds: expected one or more integer seeds"),
         (["SASRec"], [1, "2"], "seeds: expected one or more integer seeds"),
         (["SASRec"], [3, 3], "seeds: each seed may appear once"),
+        (["DreamRec", "MultiVAE", "SASRec"], [1], r"models: sequential \(DreamRec, SASRec\) and non-sequential"),
     ],
 )
 def test_bad_arguments_name_the_argument(models, seeds, message, tmp_path):
     with pytest.raises(CompareInputError, match=message):
         compare(models, "markov", seeds=seeds, output_dir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("grid", [[0], [None, "5"], 5])
+def test_bad_step_grid_is_refused_before_training(data_path, tmp_path, grid):
+    config = {**compare_config(data_path, tmp_path / "saved"), "inference_step_grid": grid}
+    with pytest.raises(CompareInputError, match="inference_step_grid: expected a list"):
+        compare(["DreamRec"], "markov", config_dict=config, output_dir=tmp_path / "results")
+    assert not (tmp_path / "saved").exists()
 
 
 def test_sampled_evaluation_is_refused(data_path, tmp_path):

@@ -12,10 +12,15 @@ from tests.sequential_configs import DIFFUREC_SMALL
 def test_reverse_chain_calls_the_approximator_once_per_step_with_fixed_large_variance(tiny_config):
     _, model, _, _, test_data = build_model("DiffuRec", {**tiny_config, **DIFFUREC_SMALL, "diffusion_steps": 40})
     approximator_calls = count_calls_in_full_sort(model, model.output_norm, test_data)
-    assert approximator_calls == 40  # one approximator pass over the history per reverse step, no DDIM shortcut
+    assert approximator_calls == 40  # one approximator pass over the history per reverse step (official default)
     betas = np.linspace(0.01 + 25 * 1e-4, 0.01 + 25 * 0.02, 40)  # trunc_linear with T = 40 (scale 1000 / T)
     np.testing.assert_allclose(model.diffusion.betas.double().numpy(), betas, rtol=1e-6)
     np.testing.assert_allclose(model.diffusion.model_variance[1:].double().numpy(), betas[1:], rtol=1e-6)
+
+
+def test_ddim_inference_steps_shorten_the_chain(tiny_config):
+    _, model, _, _, test_data = build_model("DiffuRec", {**tiny_config, **DIFFUREC_SMALL, "inference_steps": 5})
+    assert count_calls_in_full_sort(model, model.output_norm, test_data) == 5
 
 
 def test_linear_schedule_is_diffurecs_scaled_linear(tiny_config):

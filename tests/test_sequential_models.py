@@ -147,3 +147,10 @@ def test_plain_recbole_config_and_trainer(tiny_config, case):
     trainer.fit(train_data, valid_data)
     result = trainer.evaluate(test_data, load_best_model=True)
     assert 0.0 <= result["hit@10"] <= 1.0
+
+
+@pytest.mark.parametrize("case", [case for case in MODEL_CASES if case.name != "DiffRec2"], ids=lambda case: case.name)
+@pytest.mark.parametrize("inference_steps", [0, 10_000, 2.5, True])
+def test_bad_inference_steps_are_rejected_when_the_model_is_built(tiny_config, case, inference_steps):
+    with pytest.raises(ValueError, match="inference_steps must be ~"):
+        build_model(case.name, {**tiny_config, **case.small_config, "inference_steps": inference_steps})

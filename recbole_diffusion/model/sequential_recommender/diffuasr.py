@@ -216,6 +216,7 @@ class DiffuASR(SequentialRecommender):
         self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
         self.unet = SequentialUNet(self.aug_num, self.hidden_size, channels, channel_mult, res_blocks, dropout)
         self.diffusion = GaussianDiffusion(betas_from_config(config), prediction_type="eps")
+        self.diffusion.check_inference_steps(self.inference_steps)
 
     def forward(self, item_seq):
         """The guidance vector: the sum of the embeddings of the guiding items, ``[batch, hidden]``."""

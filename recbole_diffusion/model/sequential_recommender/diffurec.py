@@ -10,11 +10,12 @@ history whose inputs carry the noised target as uncertainty: ``z_i = e_i + lambd
 embedding; its output at the last item is the prediction of ``e_0``. Training: cross-entropy of the inner products of
 that prediction with all item embeddings (the official loss, no MSE term). Inference: the reverse DDPM chain from
 ``N(0, I)`` with the "fixed large" variance ``beta_t`` as in the official code, each step calling the approximator on
-the history; the final ``x_0`` is "rounded" by inner product with every item embedding.
+the history; the final ``x_0`` is "rounded" by inner product with every item embedding. ``inference_steps`` swaps
+the chain for DDIM with fewer steps (not in the paper; for speed/accuracy trade-offs).
 
 Config keys (defaults and comments in ``properties/model/DiffuRec.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob, hidden_act, layer_norm_eps,
-    diffusion_steps, beta_schedule, lambda_uncertainty.
+    diffusion_steps, beta_schedule, lambda_uncertainty, inference_steps, ddim_eta.
 
 Differences from the official code: padded positions are masked as attention keys (the official mask only masks
 padded queries, so real items also attend to padding); the Transformer blocks are PyTorch's pre-LayerNorm
@@ -56,6 +57,8 @@ class DiffuRec(SequentialRecommender):
         diffusion_steps = config["diffusion_steps"]
         beta_schedule = config["beta_schedule"]
         self.lambda_uncertainty = config["lambda_uncertainty"]
+        self.inference_steps = config["inference_steps"]
+        self.ddim_eta = config["ddim_eta"]
         if not isinstance(self.hidden_size, int) or self.hidden_size < 4 or self.hidden_size % 2:
             raise ValueError(f"hidden_size must be an even int >= 4, got {self.hidden_size!r}")
         if not isinstance(n_heads, int) or n_heads < 1 or self.hidden_size % n_heads:
@@ -96,6 +99,7 @@ class DiffuRec(SequentialRecommender):
         scaled_ends = {"beta_start": 0.1 / diffusion_steps, "beta_end": 20.0 / diffusion_steps}
         betas = make_betas(beta_schedule, diffusion_steps, **(scaled_ends if beta_schedule == "linear" else {}))
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0", variance_type="fixed_large")
+        self.diffusion.check_inference_steps(self.inference_steps)
         self.step_scale = 1000.0 / diffusion_steps
 
     def approximate(self, history, padding, item_seq_len, noisy_target, timesteps):
@@ -119,7 +123,13 @@ class DiffuRec(SequentialRecommender):
         def denoise(noisy_target, timesteps):
             return self.approximate(history, padding, item_seq_len, noisy_target, timesteps)
 
-        return self.diffusion.sample(denoise, (item_seq.size(0), self.hidden_size), item_seq.device)
+        return self.diffusion.sample(
+            denoise,
+            (item_seq.size(0), self.hidden_size),
+            item_seq.device,
+            num_inference_steps=self.inference_steps,
+            eta=self.ddim_eta,
+        )
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]

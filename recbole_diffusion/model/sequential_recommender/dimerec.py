@@ -102,6 +102,7 @@ class DimeRec(SequentialRecommender):
         )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.diffusion.check_inference_steps(self.inference_steps)
         if noise_scale is None:
             noise_scale = right_angle_noise_scale(self.diffusion, self.hidden_size)
         self.noise_scale = noise_scale

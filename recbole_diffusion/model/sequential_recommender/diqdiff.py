@@ -78,9 +78,6 @@ class DiQDiff(SequentialRecommender):
         for key in ("hidden_dropout_prob", "attn_dropout_prob", "emb_dropout_prob"):
             if not 0.0 <= config[key] < 1.0:
                 raise ValueError(f"{key} must be in [0, 1), got {config[key]}")
-        steps = self.inference_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"inference_steps must be ~ (full DDPM chain) or a positive int, got {steps!r}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(config["emb_dropout_prob"])
@@ -94,6 +91,7 @@ class DiQDiff(SequentialRecommender):
         betas = make_betas(config["beta_schedule"], config["diffusion_steps"])
         # Every layer keeps PyTorch's default init, as in the official code.
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.diffusion.check_inference_steps(self.inference_steps)
 
     def quantize(self, history):
         """SVQ: the code ``s_q`` of each history ``[batch, L, d]``; in training, first refresh the used codes."""

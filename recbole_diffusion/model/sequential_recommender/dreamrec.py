@@ -69,6 +69,7 @@ class DreamRec(SequentialRecommender):
             )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.diffusion.check_inference_steps(self.inference_steps)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
         nn.init.normal_(self.item_embedding.weight, std=1.0)
 
