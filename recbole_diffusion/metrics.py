@@ -15,6 +15,8 @@ The category field is an item feature of type ``token`` (one category per item) 
 ``class`` in ml-100k's ``.item`` file or ``categories`` in the Amazon datasets; ``load_col`` must read it.
 """
 
+import copy
+
 import torch
 from recbole.evaluator import collector as collector_module
 from recbole.evaluator import register as register_module
@@ -126,7 +128,23 @@ class CategoryCoverage(AbstractMetric):
 
 
 class DiversityCollector(collector_module.Collector):
-    """RecBole's Collector, plus the item categories (from the data) or item embeddings (from the model)."""
+    """RecBole's Collector, plus the item categories (from the data) or item embeddings (from the model).
+
+    It also repairs RecBole 1.2.1's ``get_data_struct``, which calls ``.cpu()`` on every collected value, so the
+    item count and item counters (ints and Counters) needed by ItemCoverage, GiniIndex, TailPercentage and
+    AveragePopularity crash the evaluation; only tensors are moved here.
+    """
+
+    def get_data_struct(self):
+        collected = self.data_struct._data_dict
+        for key, value in collected.items():
+            if isinstance(value, torch.Tensor):
+                collected[key] = value.cpu()
+        returned_struct = copy.deepcopy(self.data_struct)
+        for key in ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"):
+            if key in self.data_struct:
+                del self.data_struct[key]
+        return returned_struct
 
     def data_collect(self, train_data):
         super().data_collect(train_data)

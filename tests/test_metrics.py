@@ -118,3 +118,17 @@ def test_embedding_ild_needs_an_item_embedding(tiny_config, genre_data):
     )
     with pytest.raises(ValueError, match="ild_item_embedding='missing'"):
         DiversityCollector(config).model_collect(torch.nn.Linear(2, 2))
+
+
+def test_recboles_dataset_level_metrics_run_beside_ours(tiny_config, data_path):
+    """RecBole 1.2.1's Collector calls ``.cpu()`` on the item count and item counters that ItemCoverage,
+    GiniIndex, TailPercentage and AveragePopularity need (an AttributeError); the plugin's collector only moves
+    tensors."""
+    metrics = ["Hit", "ItemCoverage", "GiniIndex", "TailPercentage", "AveragePopularity", "ShannonEntropy", "ILD"]
+    config = {**tiny_config, "data_path": data_path, "metrics": metrics, "hidden_size": 16, "inner_size": 16,
+              "diffusion_steps": 10}
+    result = run_recbole_diffusion("DreamRec", "markov", config_dict=config, saved=False)["test_result"]
+    assert 0.0 < result["itemcoverage@10"] <= 1.0
+    assert 0.0 <= result["giniindex@10"] <= 1.0
+    assert 0.0 <= result["tailpercentage@10"] <= 1.0
+    assert result["averagepopularity@10"] > 0 and result["shannonentropy@10"] > 0
