@@ -15,7 +15,9 @@
   checkpoint, so ``Trainer.evaluate(load_best_model=True)`` and ``Trainer.resume_checkpoint`` raised
   UnpicklingError. Checkpoints now hold the configuration as plain data and are written with torch's default
   pickle protocol (RecBole's protocol 4 emits FRAME opcodes that the weights-only unpickler rejects), so they load
-  with ``weights_only=True``.
+  with ``weights_only=True``. Models' extra state (``other_parameter``: EASE's and ItemKNN's numpy arrays and scipy
+  matrices, ...) is stored as tensors and turned back into arrays and matrices on load; submodules in it are left
+  to the ``state_dict``, which holds their weights already.
 * A distributed run on the CPU (gloo backend, see :class:`recbole_diffusion.Config`) needs
   ``DistributedDataParallel`` without ``device_ids``; RecBole always passes ``device_ids=[local_rank]``.
 * ``recbole.utils.ensure_dir`` checks for a folder and then creates it; the processes of a distributed run race
@@ -71,6 +73,57 @@ def plain_data(value):
     return str(value)
 
 
+_NUMPY_ARRAY = "__numpy_array__"
+_SCIPY_SPARSE = "__scipy_sparse_csr__"
+_SUBMODULE = "__submodule_in_state_dict__"
+
+
+def weights_only_value(value):
+    """``value`` (a model's ``other_parameter`` entry) in types that ``torch.load(weights_only=True)`` accepts:
+    numpy arrays and scipy sparse matrices become tagged dicts of tensors, containers are converted item by item,
+    and a submodule becomes a tag (its weights are in the ``state_dict``). :func:`restored_value` inverts it.
+    """
+    if isinstance(value, torch.nn.Module):
+        return _SUBMODULE
+    if isinstance(value, np.ndarray):  # np.matrix (EASE's item similarity) stays a matrix
+        return {_NUMPY_ARRAY: torch.from_numpy(np.ascontiguousarray(value)), "matrix": isinstance(value, np.matrix)}
+    if scipy.sparse.issparse(value):
+        matrix = value.tocsr()
+        parts = (matrix.data, matrix.indices, matrix.indptr)
+        return {_SCIPY_SPARSE: [torch.from_numpy(np.asarray(part)) for part in parts], "shape": list(matrix.shape)}
+    if isinstance(value, dict):
+        return {key: weights_only_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(weights_only_value(item) for item in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def restored_value(value):
+    """Invert :func:`weights_only_value` (arrays back to numpy, matrices back to scipy CSR)."""
+    if isinstance(value, dict) and _NUMPY_ARRAY in value:
+        array = value[_NUMPY_ARRAY].numpy()
+        return np.asmatrix(array) if value["matrix"] else array
+    if isinstance(value, dict) and _SCIPY_SPARSE in value:
+        data, indices, indptr = (part.numpy() for part in value[_SCIPY_SPARSE])
+        return scipy.sparse.csr_matrix((data, indices, indptr), shape=tuple(value["shape"]))
+    if isinstance(value, dict):
+        return {key: restored_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(restored_value(item) for item in value)
+    return value
+
+
+def _load_other_parameter(self, para):
+    """Replacement of ``AbstractRecommender.load_other_parameter`` for checkpoints of :func:`checkpoint_state`."""
+    if para is None:
+        return
+    for key, value in para.items():
+        if not (isinstance(value, torch.nn.Module) or (isinstance(value, str) and value == _SUBMODULE)):
+            setattr(self, key, restored_value(value))
+
+
 def checkpoint_state(trainer, epoch):
     """The content of a RecBole trainer checkpoint, with the config stored as plain data."""
     return {
@@ -80,7 +133,7 @@ def checkpoint_state(trainer, epoch):
         "cur_step": trainer.cur_step,
         "best_valid_score": float(trainer.best_valid_score),
         "state_dict": trainer.model.state_dict(),
-        "other_parameter": trainer.model.other_parameter(),
+        "other_parameter": weights_only_value(trainer.model.other_parameter()),
         "optimizer": trainer.optimizer.state_dict(),
     }
 
@@ -201,6 +254,7 @@ def apply():
 
     import recbole.data.dataset.dataset as dataset_module
     import recbole.trainer.trainer as trainer_module
+    from recbole.model.abstract_recommender import AbstractRecommender
 
     dataset_module.Dataset._fill_nan = _fill_nan
     # The one remaining chained in-place fillna in _load_feat is harmless now (its cells are already filled).
@@ -210,6 +264,7 @@ def apply():
     dataset_module.pd = _pandas_for_recbole_dataset()
     dataset_module.Dataset.__init__ = _with_per_cell_length_aggregation(dataset_module.Dataset.__init__)
     trainer_module.Trainer._save_checkpoint = _save_checkpoint
+    AbstractRecommender.load_other_parameter = _load_other_parameter
     trainer_module.DistributedDataParallel = _distributed_data_parallel
     restore_dok_update()
     for module_name in _MODULES_USING_ENSURE_DIR:

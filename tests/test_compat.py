@@ -137,3 +137,43 @@ def test_recbole_graph_models_build_their_adjacency_on_current_scipy(tiny_config
     n_nodes = model.n_users + model.n_items
     assert tuple(model.norm_adj_matrix.shape) == (n_nodes, n_nodes)
     assert model.norm_adj_matrix._nnz() > 0
+
+
+@pytest.mark.parametrize("model_name", ["EASE", "ItemKNN", "LightGCN", "Pop"])
+def test_models_with_extra_state_reload_their_best_checkpoint(tiny_config, model_name):
+    """EASE/ItemKNN keep numpy arrays and scipy matrices in ``other_parameter``, LightGCN cached tensors, Pop
+    counts; the checkpoint loads with ``weights_only=True`` and restores the model's scores."""
+    config = Config(model=model_name, dataset="markov", config_dict={**tiny_config, "embedding_size": 8, "epochs": 2})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    model = get_model(model_name)(config, train_data._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    batch = next(iter(test_data))[0]
+    model.eval()
+    with torch.no_grad():
+        saved_scores = model.full_sort_predict(batch)
+    torch.load(trainer.saved_model_file, weights_only=True)
+    for name in getattr(model, "other_parameter_name", []):
+        setattr(model, name, None)
+    trainer.evaluate(test_data, load_best_model=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model.full_sort_predict(batch), saved_scores)
+
+
+def test_extra_state_round_trip_keeps_types_and_values():
+    from scipy import sparse
+
+    from recbole_diffusion.compat import restored_value, weights_only_value
+
+    matrix = sparse.random(5, 4, density=0.4, format="coo", random_state=0, dtype=np.float32)
+    value = {"array": np.arange(6.0).reshape(2, 3), "np_matrix": np.asmatrix(np.eye(2)), "matrix": matrix, "tensor": torch.ones(2), "count": np.int64(3),
+             "nested": [np.ones(2), (None, 1.5)], "layer": torch.nn.Linear(2, 2)}
+    restored = restored_value(weights_only_value(value))
+    np.testing.assert_array_equal(restored["array"], value["array"])
+    assert type(restored["array"]) is np.ndarray and type(restored["np_matrix"]) is np.matrix
+    assert sparse.issparse(restored["matrix"]) and (restored["matrix"] != matrix.tocsr()).nnz == 0
+    assert torch.equal(restored["tensor"], value["tensor"]) and restored["count"] == 3
+    np.testing.assert_array_equal(restored["nested"][0], np.ones(2))
+    assert restored["nested"][1] == (None, 1.5)
+    assert restored["layer"] == "__submodule_in_state_dict__"  # skipped on load: its weights are in the state_dict
