@@ -4,6 +4,9 @@ Several models (``--model=DreamRec,SASRec,GRU4Rec``) or ``--seeds`` run the comp
 (:func:`recbole_diffusion.compare.compare`): every model on the same split, each seed, a report under
 ``--output_dir`` (default ``results``). ``--seeds=3`` means the seeds 2020, 2021, 2022; ``--seeds=1,7`` names them.
 
+``--config_files="a.yaml b.yaml"`` reach every model; ``--model_config_files="DiffRec:d.yaml;TDiffRec:t.yaml u.yaml"``
+gives a model of ``--model`` its own files, read after ``--config_files`` (in a comparison or a single run).
+
 Any other ``--key=value`` is a RecBole/plugin config parameter (e.g. ``--data_path=../shared/datasets``,
 ``--epochs=50``, ``--inference_steps=20``).
 """
@@ -31,8 +34,17 @@ def parse_args(argv=None):
         "--seeds", type=parse_seeds, default=None, help="comparison: a number of seeds from 2020, or a comma list"
     )
     parser.add_argument("--output_dir", default="results", help="comparison: where the report folder goes")
+    parser.add_argument(
+        "--model_config_files",
+        type=parse_model_config_files,
+        default={},
+        help="yaml files of single models, read after --config_files: 'MODEL:a.yaml b.yaml;MODEL2:c.yaml'",
+    )
     args, _ = parser.parse_known_args(argv)
     args.models = [name.strip() for name in args.model.split(",")]
+    strangers = [name for name in args.model_config_files if name not in args.models]
+    if strangers:
+        parser.error(f"--model_config_files: {', '.join(strangers)} not in --model ({args.model})")
     args.compare = len(args.models) > 1 or args.seeds is not None
     if args.compare and (args.nproc != 1 or args.world_size != -1):
         parser.error("--nproc/--world_size: a comparison runs in a single process")
@@ -52,18 +64,45 @@ def parse_seeds(text):
     return list(range(FIRST_SEED, FIRST_SEED + numbers[0]))
 
 
+def parse_model_config_files(text):
+    """``"DiffRec:a.yaml;TDiffRec:b.yaml c.yaml"`` -> {"DiffRec": ["a.yaml"], "TDiffRec": ["b.yaml", "c.yaml"]}.
+
+    ``MODEL:FILE`` rather than ``MODEL=FILE``: RecBole's own command-line reader warns about a ``--key=value`` with a
+    second ``=``.
+    """
+    files_of = {}
+    for entry in text.split(";"):
+        name, colon, files = entry.partition(":")
+        name, files = name.strip(), files.split()
+        if not colon or not name or not files:
+            raise argparse.ArgumentTypeError(
+                f"expected MODEL:FILE [FILE ...] entries separated by ';', got {entry!r} in {text!r}"
+            )
+        if name in files_of:
+            raise argparse.ArgumentTypeError(f"{name} is named twice in {text!r}")
+        files_of[name] = files
+    return files_of
+
+
 def main(argv=None):
     args = parse_args(argv)
-    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    config_file_list = args.config_files.split() if args.config_files else []
     try:
         if args.compare:
             seeds = args.seeds or [FIRST_SEED]
-            compare(args.models, args.dataset, seeds, config_file_list, output_dir=args.output_dir)
+            compare(
+                args.models,
+                args.dataset,
+                seeds,
+                config_file_list,
+                output_dir=args.output_dir,
+                model_config_files=args.model_config_files,
+            )
             return 0
         run(
             args.model,
             args.dataset,
-            config_file_list=config_file_list,
+            config_file_list=[*config_file_list, *args.model_config_files.get(args.model, [])] or None,
             nproc=args.nproc,
             world_size=args.world_size,
             ip=args.ip,

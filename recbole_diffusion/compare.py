@@ -5,13 +5,15 @@ the validation split, the best checkpoint tested) and keeps, from that test, per
 (RecBole's own metric code on the ``rec.topk`` data its evaluator builds). It writes
 ``<output_dir>/<dataset>/<timestamp>/``:
 
-* ``metrics.csv``: one row per model and seed, every test metric and the efficiency figures;
+* ``metrics.csv``: one row per model and seed, every test metric, the efficiency figures and ``config_files``
+  (the config files that model read, shared ones first, space-separated);
 * ``per_user/<model>_seed<seed>.npz``: ``user_id`` and one array per top-K metric (e.g. ``ndcg@10``), taken from
   the very test evaluation whose means are in ``metrics.csv`` (so stochastic samplers agree with the table);
 * ``significance.csv``: each model against the best baseline, paired t-test and Wilcoxon signed-rank test over
   the test users (each user's value averaged over the seeds);
 * ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, the p-values on the
-  validation metric, parameters, training seconds per epoch, inference users per second and peak memory;
+  validation metric, parameters, training seconds per epoch, inference users per second and peak memory; below
+  it, one line per model with its own config files (``model_config_files``);
 * ``accuracy_vs_<metric>.png``: the validation metric against each diversity metric of the run (ILD,
   CategoryCoverage, ItemCoverage, ...), one point per model with its seed-to-seed spread;
 * ``inference_steps.csv`` and ``<valid_metric>_vs_inference_steps.png``: for every diffusion model with an
@@ -54,9 +56,18 @@ class CompareInputError(ValueError):
 STEP_GRID_KEY = "inference_step_grid"
 DIVERSITY_METRICS = ("ild", "categorycoverage", "itemcoverage", "shannonentropy", "giniindex", "tailpercentage")
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
+CONFIG_FILES_COLUMN = "config_files"
 
 
-def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=None, output_dir="results"):
+def compare(
+    models,
+    dataset,
+    seeds=(2020,),
+    config_file_list=None,
+    config_dict=None,
+    output_dir="results",
+    model_config_files=None,
+):
     """Train and test every model in ``models`` for every seed in ``seeds`` on ``dataset`` and write the report.
 
     Args:
@@ -68,12 +79,16 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
         config_file_list (list of str, optional), config_dict (dict, optional): as for :func:`run`; applied to
             every model (``seed`` is set per run).
         output_dir (str or Path): the report goes to ``<output_dir>/<dataset>/<timestamp>/``.
+        model_config_files (dict, optional): model name -> list of yaml files read by that model only, e.g. its
+            official hyperparameters for this dataset; they come after ``config_file_list`` (so they override it)
+            and below ``config_dict`` and the command line. ``metrics.csv`` and ``table.md`` record them.
 
     Returns:
         Path: the report folder.
     """
     models = _checked_models(models)
     seeds = _checked_seeds(seeds)
+    model_config_files = _checked_model_config_files(model_config_files, models)
     report_dir = _new_report_dir(Path(output_dir) / dataset)
     (report_dir / "per_user").mkdir()
 
@@ -82,13 +97,12 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     for seed in seeds:
         for model_name in models:
             run_config_dict = {**(config_dict or {}), "seed": seed}
-            config = Config(
-                model=model_name, dataset=dataset, config_file_list=config_file_list, config_dict=run_config_dict
-            )
+            files = [*(config_file_list or []), *model_config_files.get(model_name, [])]
+            config = Config(model=model_name, dataset=dataset, config_file_list=files, config_dict=run_config_dict)
             valid_metric = config["valid_metric"].lower()
             _check_step_grid(config[STEP_GRID_KEY])
             row, per_user, sampler_rows = _train_and_score(config)
-            rows.append({"model": model_name, "seed": seed, **row})
+            rows.append({"model": model_name, "seed": seed, **row, CONFIG_FILES_COLUMN: " ".join(map(str, files))})
             step_rows += [{"model": model_name, "seed": seed, **sampler_row} for sampler_row in sampler_rows]
             np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
 
@@ -100,7 +114,8 @@ def compare(models, dataset, seeds=(2020,), config_file_list=None, config_dict=N
     )
     significance = significance_table(per_user_means, baseline)
     significance.to_csv(report_dir / "significance.csv", index=False)
-    (report_dir / "table.md").write_text(markdown_table(metrics, significance, valid_metric, baseline))
+    table = markdown_table(metrics, significance, valid_metric, baseline, model_config_files)
+    (report_dir / "table.md").write_text(table)
     plot_accuracy_vs_diversity(metrics, valid_metric, report_dir)
     if step_rows:
         inference_steps = pd.DataFrame(step_rows)
@@ -141,6 +156,26 @@ def _checked_seeds(seeds):
     if len(set(seeds)) != len(seeds):
         raise CompareInputError(f"seeds: each seed may appear once, got {seeds!r}")
     return seeds
+
+
+def _checked_model_config_files(model_config_files, models):
+    """``model_config_files`` as a dict of lists of str, after checking its models and files."""
+    model_config_files = model_config_files or {}
+    if not isinstance(model_config_files, dict):
+        raise CompareInputError(f"model_config_files: expected a dict model name -> files, got {model_config_files!r}")
+    checked = {}
+    for name, files in model_config_files.items():
+        if name not in models:
+            raise CompareInputError(
+                f"model_config_files: {name!r} is not one of the compared models ({', '.join(models)})"
+            )
+        if isinstance(files, (str, Path)) or not files:
+            raise CompareInputError(f"model_config_files: {name}: expected a list of yaml files, got {files!r}")
+        missing = [str(path) for path in files if not Path(path).is_file()]
+        if missing:
+            raise CompareInputError(f"model_config_files: {name}: no such file: {', '.join(missing)}")
+        checked[name] = [str(path) for path in files]
+    return checked
 
 
 def _check_step_grid(grid):
@@ -363,9 +398,12 @@ def significance_table(per_user_means, baseline):
     return pd.DataFrame(rows, columns=columns)
 
 
-def markdown_table(metrics, significance, valid_metric, baseline):
-    """Mean ± std over seeds per model, best in bold, p-values on ``valid_metric`` against ``baseline``."""
-    metric_columns = [column for column in metrics.columns if column not in ("model", "seed", *EFFICIENCY_COLUMNS)]
+def markdown_table(metrics, significance, valid_metric, baseline, model_config_files=None):
+    """Mean ± std over seeds per model, best in bold, p-values on ``valid_metric`` against ``baseline``; below the
+    note, one line per model of ``model_config_files`` (model -> its own config files).
+    """
+    other_columns = ("model", "seed", CONFIG_FILES_COLUMN, *EFFICIENCY_COLUMNS)
+    metric_columns = [column for column in metrics.columns if column not in other_columns]
     grouped = metrics.groupby("model", sort=False)
     means, stds = grouped[metric_columns].mean(), grouped[metric_columns].std(ddof=0)
     best = {
@@ -408,6 +446,9 @@ def markdown_table(metrics, significance, valid_metric, baseline):
         if baseline is not None
         else "No baseline (non-plugin model) in this run, so no significance tests."
     )
+    if model_config_files:
+        own_files = "\n".join(f"- {model}: {' '.join(files)}" for model, files in model_config_files.items())
+        note += f"\n\nSettings differ per model; own config files, read after the shared ones:\n\n{own_files}"
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -3,20 +3,23 @@ have the documented sizes.
 
 The README is the source of truth: its ``python run_recbole_diffusion.py ...`` lines are parsed with the run script's
 own argument parser, and its "Datasets after filtering" table gives the expected counts. A benchmark protocol file
-(``benchmarks/configs/*.yaml``) reaches every model of a command, so it may hold no key of any of those models' own
-yaml; a per-model file (``benchmarks/configs/models/<Model>-<setting>.yaml``) holds only keys of its model's yaml and
-may only appear in a command that runs that model alone.
+(``benchmarks/configs/*.yaml``, the only file of ``--config_files``) reaches every model of a command, so it may hold no
+key of any of those models' own yaml; a per-model file (``benchmarks/configs/models/<Model>-<setting>.yaml``) holds
+only keys of its model's yaml and is given to that model only, with ``--model_config_files``. Each model's config is
+the one the comparison harness builds (its training replaced by a stub).
 """
 
 import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 import run_recbole_diffusion
 from recbole_diffusion import Config, create_dataset
+from recbole_diffusion import compare as compare_module
 from recbole_diffusion.config import RECBOLE_MODEL_PROPERTIES
 from recbole_diffusion.resources import model_yaml
 from recbole_diffusion.utils import get_model, is_plugin_model
@@ -104,8 +107,9 @@ def readme_commands():
     for command in re.findall(r"`(python run_recbole_diffusion\.py [^`]*)`", README_TEXT):
         args = run_recbole_diffusion.parse_args(shlex.split(command)[2:])
         files = args.config_files.split() if args.config_files else []
-        test_id = f"{'+'.join(args.models)}:{args.dataset}:{len(files)}"
-        commands.append(pytest.param(args.models, args.dataset, files, id=test_id))
+        own_files = "+".join(sorted(args.model_config_files))
+        test_id = f"{'+'.join(args.models)}:{args.dataset}:{len(files)}:{own_files}"
+        commands.append(pytest.param(args.models, args.dataset, files, args.model_config_files, id=test_id))
     return commands
 
 
@@ -162,7 +166,7 @@ def test_readme_has_commands_and_counts():
 def test_every_protocol_file_is_documented(protocol):
     assert protocol.stem in EXPECTED, f"{protocol.name}: add its protocol to EXPECTED"
     assert commands_using(protocol), f"{protocol.name} is in no command of benchmarks/README.md"
-    _, dataset, _ = commands_using(protocol)[0]
+    _, dataset, *_ = commands_using(protocol)[0]
     assert protocol.stem.endswith(f"-{dataset}")
     raw_eval_args = yaml.safe_load(protocol.read_text())["eval_args"]
     assert set(raw_eval_args) == {"split", "order", "group_by", "mode"}, "spell eval_args out in full"
@@ -171,40 +175,77 @@ def test_every_protocol_file_is_documented(protocol):
             assert "# (" in line, f"{protocol.name}: uncommented line {line!r}"
 
 
-@pytest.mark.parametrize("models, dataset, files", COMMANDS)
-def test_command_files_and_models(models, dataset, files):
-    """The files exist; the first is the protocol of this dataset; a per-model file only with its model alone."""
-    assert files, "a benchmark command names its protocol with --config_files"
-    paths = [ROOT / name for name in files]
-    assert all(path.is_file() for path in paths), files
-    assert paths[0].parent == BENCHMARKS / "configs" and paths[0].stem.endswith(f"-{dataset}")
-    for path in paths[1:]:
-        assert path.parent == BENCHMARKS / "configs" / "models", path
-        assert models == [path.stem.split("-")[0]], f"{path.name} would reach every model of {models}"
+@pytest.mark.parametrize("models, dataset, files, model_files", COMMANDS)
+def test_command_files_and_models(models, dataset, files, model_files):
+    """--config_files is the protocol of this dataset alone; each per-model file exists and goes to its model."""
+    assert len(files) == 1, "a benchmark command names only its protocol with --config_files"
+    protocol = ROOT / files[0]
+    assert protocol.is_file() and protocol.parent == BENCHMARKS / "configs" and protocol.stem.endswith(f"-{dataset}")
+    for name, paths in model_files.items():
+        for path in map(ROOT.joinpath, paths):
+            assert path.is_file() and path.parent == BENCHMARKS / "configs" / "models", path
+            assert path.stem.split("-")[0] == name, f"{path.name} given to {name}"
     for name in models:
         get_model(name)
 
 
-@pytest.mark.parametrize("models, dataset, files", COMMANDS)
-def test_command_config_has_the_protocol_and_each_models_own_keys(models, dataset, files):
-    """For each model of the command: the documented protocol, and every key of its own yaml (overridden only by its
-    per-model file) untouched by the shared file."""
+def harness_configs(models, dataset, files, model_files, tmp_path, monkeypatch):
+    """The config of each model as :func:`compare` builds it for the command, with training replaced by a stub."""
+    configs = {}
+
+    def stub_train_and_score(config):
+        configs[config["model"]] = config
+        values = np.linspace(0.0, 1.0, 5)
+        row = {config["valid_metric"].lower(): 0.5, "parameters": 1, "train_seconds_per_epoch": 1.0}
+        per_user = {"user_id": np.arange(5), config["valid_metric"].lower(): values}
+        return {**row, "inference_users_per_second": 1.0, "peak_memory_mb": 1.0}, per_user, []
+
+    monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
+    compare_module.compare(
+        models,
+        dataset,
+        config_file_list=[str(ROOT / name) for name in files],
+        config_dict={"data_path": str(SHARED_DATASETS)},
+        output_dir=tmp_path,
+        model_config_files={name: [str(ROOT / path) for path in paths] for name, paths in model_files.items()},
+    )
+    return configs
+
+
+@pytest.mark.parametrize("models, dataset, files, model_files", COMMANDS)
+def test_command_config_has_the_protocol_and_each_models_own_keys(
+    models, dataset, files, model_files, tmp_path, monkeypatch
+):
+    """For each model of the command, as the harness configures it: the documented protocol, every key of its own
+    yaml (overridden only by its per-model file) untouched by the shared file, and no key of another model's
+    per-model file."""
     protocol = Path(files[0]).stem
+    configs = harness_configs(models, dataset, files, model_files, tmp_path, monkeypatch)
     for name in models:
-        config = Config(
-            model=name,
-            dataset=dataset,
-            config_file_list=[str(ROOT / f) for f in files],
-            config_dict={"data_path": str(SHARED_DATASETS)},
-        )
+        config = configs[name]
         for key, value in EXPECTED[protocol].items():
             assert config[key] == value, (name, protocol, key)
         own = load_yaml(own_yaml(name), config) if own_yaml(name).is_file() else {}
-        for path in files[1:]:
+        for path in model_files.get(name, []):
             own.update(load_yaml(ROOT / path, config))
         for key, value in own.items():
             if key != "train_neg_sample_args":  # RecBole rewrites it into its dict form
                 assert config[key] == value, (name, key)
+        others = {
+            key
+            for other, paths in model_files.items()
+            if other != name
+            for path in paths
+            for key in load_yaml(ROOT / path, config)
+        }
+        protocol_only = Config(
+            model=name,
+            dataset=dataset,
+            config_file_list=[str(ROOT / files[0])],
+            config_dict={"data_path": str(SHARED_DATASETS)},
+        )
+        for key in others - set(own):
+            assert config[key] == protocol_only[key], (name, key)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOL_FILES, ids=lambda path: path.stem)
@@ -213,7 +254,7 @@ def test_protocol_keys_are_known_to_every_model_and_own_to_none(protocol):
     of a model's own yaml sits in the shared file, where it would reach the other models."""
     uses = commands_using(protocol)
     dataset = uses[0][1]
-    models = sorted({name for command_models, _, _ in uses for name in command_models})
+    models = sorted({name for command_models, *_ in uses for name in command_models})
     config = Config(model=models[0], dataset=dataset)
     keys = set(load_yaml(protocol, config))
     for name in models:
@@ -228,7 +269,8 @@ def test_model_file_holds_only_its_models_keys(model_file):
     config = Config(model=model_name, dataset="ml-100k")
     keys = set(load_yaml(model_file, config))
     assert keys and keys <= own_keys(model_name, config), sorted(keys - own_keys(model_name, config))
-    assert any(str(model_file.relative_to(ROOT)) in files for _, _, files in (p.values for p in COMMANDS))
+    relative = str(model_file.relative_to(ROOT))
+    assert any(relative in p.values[3].get(model_name, []) for p in COMMANDS), f"{relative} is given to no model"
     for line in model_file.read_text().splitlines():
         if line and not line.startswith("#"):
             assert "# (" in line, f"{model_file.name}: uncommented line {line!r}"

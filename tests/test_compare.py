@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
 import run_recbole_diffusion
 from recbole.trainer import Trainer
 
+from recbole_diffusion import compare as compare_module
 from recbole_diffusion.compare import (
+    STEP_GRID_KEY,
     CompareInputError,
     _record_evaluation,
     _test_inference_steps,
@@ -228,6 +231,62 @@ def test_bad_step_grid_is_refused_before_training(data_path, tmp_path, grid):
     assert not (tmp_path / "saved").exists()
 
 
+def write_yaml(path, values):
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_model_config_files_reach_only_their_model_above_the_shared_files(data_path, tmp_path, monkeypatch):
+    """DreamRec's own file beats the shared file and loses to config_dict; GRU4Rec never reads it. Training is
+    replaced by a stub that keeps each run's config, so only the harness's layering and report are exercised."""
+    shared = write_yaml(tmp_path / "shared.yaml", {"learning_rate": 0.5, "train_batch_size": 32})
+    own = write_yaml(tmp_path / "dreamrec.yaml", {"learning_rate": 0.123, "train_batch_size": 64})
+    configs = {}
+
+    def stub_train_and_score(config):
+        configs[config["model"]] = config
+        row = {"ndcg@10": 0.5, "parameters": 1, "train_seconds_per_epoch": 1.0, "inference_users_per_second": 1.0}
+        per_user = {"user_id": np.arange(4), "ndcg@10": np.array([0.0, 1.0, 0.5, 0.5])}
+        return {**row, "peak_memory_mb": 1.0}, per_user, []
+
+    monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
+    config_dict = {**compare_config(data_path, tmp_path / "saved"), "train_batch_size": 256}
+    report = compare(
+        MODELS,
+        "markov",
+        config_file_list=[shared],
+        config_dict=config_dict,
+        output_dir=tmp_path / "results",
+        model_config_files={"DreamRec": [own]},
+    )
+    assert configs["DreamRec"]["learning_rate"] == 0.123 and configs["GRU4Rec"]["learning_rate"] == 0.5
+    assert configs["DreamRec"]["train_batch_size"] == configs["GRU4Rec"]["train_batch_size"] == 256
+    metrics = pd.read_csv(report / "metrics.csv", keep_default_na=False).set_index("model")
+    assert metrics.loc["DreamRec", "config_files"] == f"{shared} {own}"
+    assert metrics.loc["GRU4Rec", "config_files"] == shared
+    table = (report / "table.md").read_text()
+    assert table.endswith(f"read after the shared ones:\n\n- DreamRec: {own}\n")
+    assert "| GRU4Rec (best baseline) |" in table and "config_files" not in table.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "model_config_files, message",
+    [
+        (lambda own: {"SASRec": [own]}, r"model_config_files: 'SASRec' is not one of the compared models \(DreamRec, "),
+        (lambda own: {"DreamRec": own}, "model_config_files: DreamRec: expected a list of yaml files"),
+        (lambda own: {"DreamRec": []}, "model_config_files: DreamRec: expected a list of yaml files"),
+        (lambda own: {"DreamRec": [own, "missing.yaml"]}, "model_config_files: DreamRec: no such file: missing.yaml"),
+        (lambda own: [own], "model_config_files: expected a dict model name -> files"),
+    ],
+    ids=["not-compared", "not-a-list", "empty", "missing-file", "not-a-dict"],
+)
+def test_bad_model_config_files_are_refused_before_training(model_config_files, message, tmp_path):
+    own = write_yaml(tmp_path / "own.yaml", {"learning_rate": 0.1})
+    with pytest.raises(CompareInputError, match=message):
+        compare(MODELS, "markov", output_dir=tmp_path / "results", model_config_files=model_config_files(own))
+    assert not (tmp_path / "results").exists()
+
+
 def test_sampled_evaluation_is_refused(data_path, tmp_path):
     config = {**compare_config(data_path, tmp_path / "saved"), "eval_args": {"mode": "uni100", "order": "TO"}}
     with pytest.raises(CompareInputError, match="eval_args: compare needs full-sort"):
@@ -235,6 +294,7 @@ def test_sampled_evaluation_is_refused(data_path, tmp_path):
 
 
 def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
+    write_yaml(tmp_path / "dreamrec.yaml", {STEP_GRID_KEY: []})  # a relative path, from the working directory
     completed = subprocess.run(
         [
             sys.executable,
@@ -251,6 +311,7 @@ def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
             "--hidden_size=16",
             "--inner_size=16",
             "--diffusion_steps=20",
+            "--model_config_files=DreamRec:dreamrec.yaml",
         ],
         cwd=tmp_path,
         check=False,
@@ -260,8 +321,10 @@ def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     (report,) = (tmp_path / "results" / "markov").iterdir()
-    metrics = pd.read_csv(report / "metrics.csv")
+    metrics = pd.read_csv(report / "metrics.csv", keep_default_na=False)
     assert list(metrics["model"]) == ["DreamRec", "GRU4Rec"] and set(metrics["seed"]) == {2020}
+    assert list(metrics["config_files"]) == ["dreamrec.yaml", ""]
+    assert not (report / "inference_steps.csv").exists()  # DreamRec's own file turned its sampler sweep off
 
 
 @pytest.mark.parametrize(
@@ -271,9 +334,27 @@ def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
         (["--model=DreamRec", "--seeds=0"], "argument --seeds: a count of seeds must be at least 1"),
         (["--model=DreamRec,GRU4Rec", "--nproc=2"], "--nproc/--world_size: a comparison runs in a single process"),
         (["--model=DreamRec,DreamRec"], "error: models: each model may appear once"),
+        (["--model=DreamRec,GRU4Rec", "--model_config_files=DreamRec"], "argument --model_config_files: expected"),
+        (["--model=DreamRec,GRU4Rec", "--model_config_files=DreamRec:"], "argument --model_config_files: expected"),
+        (["--model=DreamRec", "--model_config_files=DreamRec:{yaml};"], "argument --model_config_files: expected"),
+        (["--model=DreamRec", "--model_config_files=:{yaml}"], "argument --model_config_files: expected MODEL:FILE"),
+        (
+            ["--model=DreamRec", "--model_config_files=DreamRec:{yaml};DreamRec:{yaml}"],
+            "argument --model_config_files: DreamRec is named twice",
+        ),
+        (
+            ["--model=DreamRec,GRU4Rec", "--model_config_files=DreamRec:{yaml} no.yaml"],
+            "error: model_config_files: DreamRec: no such file: no.yaml",
+        ),
+        (
+            ["--model=DreamRec,GRU4Rec", "--model_config_files=SASRec:{yaml}"],
+            "--model_config_files: SASRec not in --model (DreamRec,GRU4Rec)",
+        ),
     ],
 )
 def test_script_rejects_bad_comparison_arguments(arguments, message, tmp_path, capsys):
+    existing = write_yaml(tmp_path / "own.yaml", {"learning_rate": 0.1})
+    arguments = [argument.format(yaml=existing) for argument in arguments]
     try:
         returncode = run_recbole_diffusion.main([*arguments, "--dataset=markov", f"--output_dir={tmp_path}"])
     except SystemExit as exit_from_argparse:
@@ -285,3 +366,21 @@ def test_script_rejects_bad_comparison_arguments(arguments, message, tmp_path, c
 def test_seed_count_starts_at_2020_and_a_list_is_kept():
     assert run_recbole_diffusion.parse_seeds("3") == [2020, 2021, 2022]
     assert run_recbole_diffusion.parse_seeds("7,1") == [7, 1]
+
+
+def test_model_config_files_flag_reaches_compare_and_a_single_run(tmp_path, monkeypatch):
+    own = write_yaml(tmp_path / "own.yaml", {"learning_rate": 0.1})
+    other = write_yaml(tmp_path / "other.yaml", {"learning_rate": 0.2})
+    assert run_recbole_diffusion.parse_model_config_files(f" DreamRec : {own} {other} ;GRU4Rec:{other}") == {
+        "DreamRec": [own, other],
+        "GRU4Rec": [other],
+    }
+    calls = []
+    monkeypatch.setattr(run_recbole_diffusion, "compare", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(run_recbole_diffusion, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    shared = f"--config_files={other}"
+    assert run_recbole_diffusion.main(["--model=DreamRec,GRU4Rec", shared, f"--model_config_files=GRU4Rec:{own}"]) == 0
+    assert run_recbole_diffusion.main(["--model=DreamRec", shared, f"--model_config_files=DreamRec:{own}"]) == 0
+    (compare_args, compare_kwargs), (run_args, run_kwargs) = calls
+    assert compare_args[3] == [other] and compare_kwargs["model_config_files"] == {"GRU4Rec": [own]}
+    assert run_args[0] == "DreamRec" and run_kwargs["config_file_list"] == [other, own]
