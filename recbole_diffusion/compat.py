@@ -26,6 +26,9 @@
   build their adjacency matrix; it is restored as an update of the matrix's own dict.
 * ``recbole.quick_start`` imports ray at module level (which needs ``pkg_resources`` and ``np.bool8``); the plugin
   never imports it and has its own quick start.
+* RecBole's exhaustive hyperparameter search (``recbole.trainer.hyper_tuning.exhaustive_search``) hands hyperopt a
+  ``np.random.RandomState``, but hyperopt (0.3) draws with the ``np.random.Generator`` API (``rng.integers``), so
+  every exhaustive search failed at its first trial; it now gets ``np.random.default_rng``.
 """
 
 import contextlib
@@ -217,6 +220,18 @@ def _pandas_for_recbole_dataset():
     return module
 
 
+def _numpy_for_recbole_hyper_tuning():
+    """A stand-in for the ``np`` name inside ``recbole.trainer.hyper_tuning`` whose ``random.RandomState`` is
+    ``np.random.default_rng`` (the only random generator that module makes is the exhaustive search's)."""
+    random = types.ModuleType("numpy.random", "numpy.random with RandomState made by default_rng")
+    random.__dict__.update(np.random.__dict__)
+    random.RandomState = np.random.default_rng
+    module = types.ModuleType("numpy", "numpy for RecBole's exhaustive search")
+    module.__dict__.update(np.__dict__)
+    module.random = random
+    return module
+
+
 def _distributed_data_parallel(module, device_ids=None, **kwargs):
     """``DistributedDataParallel`` that drops RecBole's ``device_ids`` for a module on the CPU."""
     if all(parameter.device.type == "cpu" for parameter in module.parameters()):
@@ -253,6 +268,7 @@ def apply():
     restore_numpy_aliases()
 
     import recbole.data.dataset.dataset as dataset_module
+    import recbole.trainer.hyper_tuning as hyper_tuning_module  # imports hyperopt only when a search runs
     import recbole.trainer.trainer as trainer_module
     from recbole.model.abstract_recommender import AbstractRecommender
 
@@ -266,6 +282,7 @@ def apply():
     trainer_module.Trainer._save_checkpoint = _save_checkpoint
     AbstractRecommender.load_other_parameter = _load_other_parameter
     trainer_module.DistributedDataParallel = _distributed_data_parallel
+    hyper_tuning_module.np = _numpy_for_recbole_hyper_tuning()
     restore_dok_update()
     for module_name in _MODULES_USING_ENSURE_DIR:
         importlib.import_module(module_name).ensure_dir = ensure_dir

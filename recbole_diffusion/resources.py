@@ -33,6 +33,11 @@ def model_yaml(model_name):
     return resource_dir("properties") / "model" / f"{model_name}.yaml"
 
 
+def hyper_space(model_name):
+    """``properties/hyper/<model_name>.hyper``, the model's shipped search space (may not exist)."""
+    return resource_dir("properties") / "hyper" / f"{model_name}.hyper"
+
+
 def dataset_yaml(dataset_name):
     """``dataset_configs/<dataset_name>.yaml`` (may not exist)."""
     return resource_dir("dataset_configs") / f"{dataset_name}.yaml"

@@ -105,14 +105,30 @@ def test_plain_data_is_weights_only_safe(tmp_path):
     assert loaded == {"a": "GENERAL", "b": [1, 2], "c": "cpu", "d": 0.5, "e": [1, [2]]}
 
 
-def test_quick_start_and_ray_are_never_imported():
+def test_quick_start_ray_and_hyperopt_are_never_imported():
     code = (
-        "import sys, recbole_diffusion\n"
+        "import sys, recbole_diffusion, recbole_diffusion.hyper_search\n"
         "recbole_diffusion.Config(model='DreamRec', dataset='ml-100k')\n"
-        "bad = [m for m in sys.modules if m.startswith(('recbole.quick_start', 'ray'))]\n"
+        "bad = [m for m in sys.modules if m.startswith(('recbole.quick_start', 'ray', 'hyperopt'))]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_recbole_exhaustive_search_runs_on_current_hyperopt():
+    """RecBole handed hyperopt a RandomState; hyperopt draws with the Generator API (rng.integers)."""
+    pytest.importorskip("hyperopt")
+    from recbole.trainer.hyper_tuning import HyperTuning
+
+    tried = []
+
+    def objective(params, config_file_list):
+        tried.append(params["x"])
+        score = {"best_valid_score": params["x"], "valid_score_bigger": True}
+        return {"model": "none", "best_valid_result": {}, "test_result": {}, **score}
+
+    HyperTuning(objective, params_dict={"choice": {"x": [1, 2, 3]}}, algo="exhaustive").run()
+    assert sorted(tried) == [1, 2, 3]
 
 
 def test_ensure_dir_is_safe_when_the_folder_appears_meanwhile(tmp_path):

@@ -1,4 +1,4 @@
-"""Packaging: the yaml folders ship in the wheel, every package is listed, every model key has a default."""
+"""Packaging: the yaml and .hyper files ship in the wheel, every package is listed, every model key has a default."""
 
 import configparser
 import re
@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_resource_dirs_are_found_from_the_checkout():
     assert resources.overall_yaml().is_file()
     assert resources.model_yaml("DreamRec").is_file()
+    assert resources.hyper_space("DreamRec").is_file()
     assert resources.dataset_yaml("ml-1m").is_file()
     with pytest.raises(ValueError, match="allowed: properties, dataset_configs"):
         resources.resource_dir("models")
@@ -33,7 +34,7 @@ def test_setup_cfg_lists_every_python_package():
     assert on_disk <= listed, f"add to setup.cfg [options] packages: {sorted(on_disk - listed)}"
 
 
-def test_wheel_carries_the_yaml_files(tmp_path):
+def test_wheel_carries_the_yaml_and_hyper_files(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,
@@ -41,8 +42,9 @@ def test_wheel_carries_the_yaml_files(tmp_path):
     )
     (wheel,) = tmp_path.glob("recbole_diffusion-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for yaml_file in list((ROOT / "properties").rglob("*.yaml")) + list((ROOT / "dataset_configs").glob("*.yaml")):
-        assert "recbole_diffusion/" + yaml_file.relative_to(ROOT).as_posix() in names
+    shipped = [*(ROOT / "properties").rglob("*.yaml"), *(ROOT / "properties").rglob("*.hyper")]
+    for data_file in shipped + list((ROOT / "dataset_configs").glob("*.yaml")):
+        assert "recbole_diffusion/" + data_file.relative_to(ROOT).as_posix() in names
     assert "recbole_diffusion/model/sequential_recommender/dreamrec.py" in names
 
 
