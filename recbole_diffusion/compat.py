@@ -29,6 +29,9 @@
 * RecBole's exhaustive hyperparameter search (``recbole.trainer.hyper_tuning.exhaustive_search``) hands hyperopt a
   ``np.random.RandomState``, but hyperopt (0.3) draws with the ``np.random.Generator`` API (``rng.integers``), so
   every exhaustive search failed at its first trial; it now gets ``np.random.default_rng``.
+* ``TraditionalTrainer`` (EASE, Pop, ItemKNN, ...) trains one epoch but keeps ``eval_step`` from the config, so with
+  ``eval_step > 1`` it never validated, never saved a checkpoint, and ``evaluate(load_best_model=True)`` raised
+  FileNotFoundError; its ``eval_step`` is now capped at its one epoch.
 """
 
 import contextlib
@@ -254,6 +257,15 @@ _MODULES_USING_ENSURE_DIR = (
 )
 
 
+def _with_eval_step_within_epochs(init):
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.eval_step = min(self.eval_step, self.epochs)
+
+    return wrapper
+
+
 def restore_dok_update():
     """Give ``scipy.sparse.dok_matrix`` back the ``_update(entries)`` method that RecBole's graph models call."""
     if not hasattr(scipy.sparse.dok_matrix, "_update"):
@@ -280,6 +292,8 @@ def apply():
     dataset_module.pd = _pandas_for_recbole_dataset()
     dataset_module.Dataset.__init__ = _with_per_cell_length_aggregation(dataset_module.Dataset.__init__)
     trainer_module.Trainer._save_checkpoint = _save_checkpoint
+    traditional = trainer_module.TraditionalTrainer
+    traditional.__init__ = _with_eval_step_within_epochs(traditional.__init__)
     AbstractRecommender.load_other_parameter = _load_other_parameter
     trainer_module.DistributedDataParallel = _distributed_data_parallel
     hyper_tuning_module.np = _numpy_for_recbole_hyper_tuning()

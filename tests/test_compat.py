@@ -158,8 +158,10 @@ def test_recbole_graph_models_build_their_adjacency_on_current_scipy(tiny_config
 @pytest.mark.parametrize("model_name", ["EASE", "ItemKNN", "LightGCN", "Pop"])
 def test_models_with_extra_state_reload_their_best_checkpoint(tiny_config, model_name):
     """EASE/ItemKNN keep numpy arrays and scipy matrices in ``other_parameter``, LightGCN cached tensors, Pop
-    counts; the checkpoint loads with ``weights_only=True`` and restores the model's scores."""
-    config = Config(model=model_name, dataset="markov", config_dict={**tiny_config, "embedding_size": 8, "epochs": 2})
+    counts; the checkpoint loads with ``weights_only=True`` and restores the model's scores. ``eval_step: 2``: the
+    one-epoch trainer of EASE, ItemKNN and Pop must still validate and save."""
+    config_dict = {**tiny_config, "embedding_size": 8, "epochs": 2, "eval_step": 2}
+    config = Config(model=model_name, dataset="markov", config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     model = get_model(model_name)(config, train_data._dataset)
