@@ -25,6 +25,7 @@ baseline is the one with the highest mean test value of ``valid_metric``.
 """
 
 import inspect
+import re
 import resource
 import sys
 import time
@@ -57,6 +58,7 @@ STEP_GRID_KEY = "inference_step_grid"
 DIVERSITY_METRICS = ("ild", "categorycoverage", "itemcoverage", "shannonentropy", "giniindex", "tailpercentage")
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
 CONFIG_FILES_COLUMN = "config_files"
+PROC_CLEAR_REFS, PROC_STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 
 
 def compare(
@@ -211,8 +213,7 @@ def _train_and_score(config):
             f"{type(test_data).__name__} for {config['model']}"
         )
     cuda_device = config["device"] if config["device"].type == "cuda" else None
-    if cuda_device is not None:
-        torch.cuda.reset_peak_memory_stats(cuda_device)
+    _reset_peak_memory(cuda_device)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -308,10 +309,22 @@ def _record_evaluation(trainer, cuda_device):
     return record
 
 
+def _reset_peak_memory(cuda_device):
+    """Start a new peak: of the GPU's allocations, or on Linux of the process's resident set (``clear_refs``)."""
+    if cuda_device is not None:
+        torch.cuda.reset_peak_memory_stats(cuda_device)
+    elif PROC_CLEAR_REFS.exists():
+        PROC_CLEAR_REFS.write_text("5")  # resets VmHWM, the peak resident set, to the current resident set
+
+
 def _peak_memory_mb(cuda_device):
-    """Peak GPU memory allocated since the last reset, or on the CPU the process's peak resident set so far."""
+    """Peak GPU memory allocated since the last reset; on the CPU the peak resident set of the process since the
+    last reset (Linux), or since the process started (elsewhere)."""
     if cuda_device is not None:
         return torch.cuda.max_memory_allocated(cuda_device) / 2**20
+    if PROC_STATUS.exists():
+        high_water_mark = re.search(r"^VmHWM:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
+        return int(high_water_mark.group(1)) / 2**10
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 

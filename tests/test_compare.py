@@ -384,3 +384,14 @@ def test_model_config_files_flag_reaches_compare_and_a_single_run(tmp_path, monk
     (compare_args, compare_kwargs), (run_args, run_kwargs) = calls
     assert compare_args[3] == [other] and compare_kwargs["model_config_files"] == {"GRU4Rec": [own]}
     assert run_args[0] == "DreamRec" and run_kwargs["config_file_list"] == [other, own]
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-model CPU peaks need Linux /proc")
+def test_cpu_peak_memory_restarts_for_each_model():
+    from recbole_diffusion.compare import _peak_memory_mb, _reset_peak_memory
+
+    block = np.ones(50 * 2**20)  # 400 MB, touched
+    peak_with_block = _peak_memory_mb(None)
+    del block
+    _reset_peak_memory(None)
+    assert _peak_memory_mb(None) < peak_with_block - 300
