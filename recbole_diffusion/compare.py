@@ -41,13 +41,13 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator.base_metric import TopkMetric
 from recbole.evaluator.register import metrics_dict, smaller_metrics
-from recbole.utils import ModelType, init_logger, init_seed
+from recbole.utils import ModelType, init_seed
 from scipy import stats
 
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
 from recbole_diffusion.quick_start import _count_parameters
-from recbole_diffusion.utils import get_model, get_trainer, is_plugin_model
+from recbole_diffusion.utils import get_model, get_trainer, init_run_logger, is_plugin_model
 
 
 class CompareInputError(ValueError):
@@ -205,7 +205,7 @@ def _train_and_score(config):
     Returns the metrics row, the per-user arrays and one row per sampler of :func:`_test_inference_steps`.
     """
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     if not isinstance(test_data, FullSortEvalDataLoader):
         raise CompareInputError(

@@ -9,11 +9,11 @@ import sys
 from logging import getLogger
 
 import torch
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import init_seed, set_color
 
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
-from recbole_diffusion.utils import get_model, get_trainer
+from recbole_diffusion.utils import get_model, get_trainer, init_run_logger
 
 DISTRIBUTED_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset")
 
@@ -53,7 +53,7 @@ def run_recbole_diffusion(
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
@@ -172,7 +172,7 @@ def load_data_and_model(model_file):
     overrides = {key: value for key, value in checkpoint["config_overrides"].items() if key not in DISTRIBUTED_KEYS}
     config = Config(model=saved_config["model"], dataset=saved_config["dataset"], config_dict=overrides)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_run_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])

@@ -1,13 +1,16 @@
-"""Model and trainer registry: plugin models first, RecBole's as the fallback."""
+"""Model and trainer registry (plugin models first, RecBole's as the fallback) and per-run logging."""
 
 import difflib
 import importlib
 import importlib.util
 import inspect
+import logging
 
+import colorlog
 from recbole.model.abstract_recommender import AbstractRecommender
-from recbole.utils import ModelType
+from recbole.utils import ModelType, init_logger
 from recbole.utils import get_trainer as recbole_get_trainer
+from recbole.utils.logger import RemoveColorFilter
 
 _PLUGIN_MODELS = {}
 _PLUGIN_TRAINERS = {}
@@ -122,3 +125,21 @@ def get_trainer(model_type, model_name):
         by_type = {ModelType.KNOWLEDGE: "KGTrainer", ModelType.TRADITIONAL: "TraditionalTrainer"}
         return getattr(trainer_module, by_type.get(model_type, "Trainer"))
     return recbole_get_trainer(model_type, model_name)
+
+
+def init_run_logger(config):
+    """RecBole's ``init_logger`` for one more run in this process (a comparison, a search trial).
+
+    ``init_logger`` configures the root logger with ``logging.basicConfig``, which does nothing once the root has
+    handlers: every later run of the process would log to the first run's file. The handlers an earlier
+    ``init_logger`` attached (its file handler, its coloured console handler) are closed and removed first.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        from_recbole = any(isinstance(log_filter, RemoveColorFilter) for log_filter in handler.filters) or isinstance(
+            handler.formatter, colorlog.ColoredFormatter
+        )
+        if from_recbole:
+            root.removeHandler(handler)
+            handler.close()
+    init_logger(config)

@@ -1,5 +1,6 @@
 """The comparison harness: two models and two seeds end to end, the paired tests against scipy, input errors."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -325,6 +326,10 @@ def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
     assert list(metrics["model"]) == ["DreamRec", "GRU4Rec"] and set(metrics["seed"]) == {2020}
     assert list(metrics["config_files"]) == ["dreamrec.yaml", ""]
     assert not (report / "inference_steps.csv").exists()  # DreamRec's own file turned its sampler sweep off
+    for model in ["DreamRec", "GRU4Rec"]:  # each model of the run logs to its own file
+        (log_file,) = (tmp_path / "log" / model).iterdir()
+        checkpoints = re.findall(r"saved/(\w+)-", log_file.read_text())
+        assert checkpoints and set(checkpoints) == {model}
 
 
 @pytest.mark.parametrize(
