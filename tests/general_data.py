@@ -28,7 +28,9 @@ def write_untimed_inter(folder, name, sequences):
     """Like ``write_atomic_inter`` but with no timestamp column."""
     dataset_dir = Path(folder) / name
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["user_id:token\titem_id:token"] + [f"u{user}\ti{item}" for user, items in sequences.items() for item in items]
+    lines = ["user_id:token\titem_id:token"] + [
+        f"u{user}\ti{item}" for user, items in sequences.items() for item in items
+    ]
     (dataset_dir / f"{name}.inter").write_text("\n".join(lines) + "\n")
     return dataset_dir
 

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from recbole.trainer import Trainer
 from scipy import stats
 
 import run_recbole_diffusion
-from recbole.trainer import Trainer
-
 from recbole_diffusion import compare as compare_module
 from recbole_diffusion.compare import (
     STEP_GRID_KEY,

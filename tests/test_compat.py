@@ -62,8 +62,11 @@ def test_pandas3_missing_values_are_filled(tmp_path):
 
 
 def _trained_trainer(tiny_config):
-    config = Config(model="SASRec", dataset="markov", config_dict={**tiny_config, "n_layers": 1, "hidden_size": 16,
-                                                                    "inner_size": 16, "epochs": 2})
+    config = Config(
+        model="SASRec",
+        dataset="markov",
+        config_dict={**tiny_config, "n_layers": 1, "hidden_size": 16, "inner_size": 16, "epochs": 2},
+    )
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     model = get_model("SASRec")(config, train_data._dataset)
@@ -185,8 +188,15 @@ def test_extra_state_round_trip_keeps_types_and_values():
     from recbole_diffusion.compat import restored_value, weights_only_value
 
     matrix = sparse.random(5, 4, density=0.4, format="coo", random_state=0, dtype=np.float32)
-    value = {"array": np.arange(6.0).reshape(2, 3), "np_matrix": np.asmatrix(np.eye(2)), "matrix": matrix, "tensor": torch.ones(2), "count": np.int64(3),
-             "nested": [np.ones(2), (None, 1.5)], "layer": torch.nn.Linear(2, 2)}
+    value = {
+        "array": np.arange(6.0).reshape(2, 3),
+        "np_matrix": np.asmatrix(np.eye(2)),
+        "matrix": matrix,
+        "tensor": torch.ones(2),
+        "count": np.int64(3),
+        "nested": [np.ones(2), (None, 1.5)],
+        "layer": torch.nn.Linear(2, 2),
+    }
     restored = restored_value(weights_only_value(value))
     np.testing.assert_array_equal(restored["array"], value["array"])
     assert type(restored["array"]) is np.ndarray and type(restored["np_matrix"]) is np.matrix

@@ -71,7 +71,10 @@ def test_every_dataset_config_spells_out_the_protocol():
     for name in names:
         content = yaml.safe_load((folder / f"{name}.yaml").read_text())
         assert content["eval_args"] == {
-            "split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"
+            "split": {"LS": "valid_and_test"},
+            "order": "TO",
+            "group_by": "user",
+            "mode": "full",
         }, name
         assert content["MAX_ITEM_LIST_LENGTH"] > 0, name
         config = Config(model="DreamRec", dataset=name)
@@ -120,7 +123,9 @@ def test_registry_falls_back_to_recbole_and_explains_unknown_names():
     assert get_model("SASRec").__name__ == "SASRec"
     assert get_model("LightGCN").type == ModelType.GENERAL
     assert get_trainer(ModelType.SEQUENTIAL, "DreamRec") is Trainer
-    with pytest.raises(ValueError, match=r"Unknown model 'Dreamrec'\. Did you mean: DreamRec.*Plugin models: .*DreamRec"):
+    with pytest.raises(
+        ValueError, match=r"Unknown model 'Dreamrec'\. Did you mean: DreamRec.*Plugin models: .*DreamRec"
+    ):
         get_model("Dreamrec")
     with pytest.raises(ValueError, match="Unknown model 'NoSuchModel'"):
         get_model("NoSuchModel")

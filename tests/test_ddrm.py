@@ -13,8 +13,14 @@ from tests.general_data import RANDOM_DISTINCT_CHANCE
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
 
 SMALL = {
-    "eval_batch_size": 100000, "pretrain_batch_size": 256, "pretrain_learning_rate": 0.01, "pretrain_epochs": 20,
-    "train_batch_size": 256, "steps": 5, "sampling_steps": 5, "dims_dnn": [64],
+    "eval_batch_size": 100000,
+    "pretrain_batch_size": 256,
+    "pretrain_learning_rate": 0.01,
+    "pretrain_epochs": 20,
+    "train_batch_size": 256,
+    "steps": 5,
+    "sampling_steps": 5,
+    "dims_dnn": [64],
 }
 
 
@@ -45,8 +51,9 @@ def test_learns_collaborative_pattern_and_stays_at_chance_on_random(general_conf
 def test_loss_is_weighted_bpr_plus_reconstruction(general_config):
     _, model, _, _, _ = build_model("DDRM", {**general_config, **SMALL, "alpha": 0.3, "beta": 2.0})
     model.eval()  # no dropout, so the same seed gives the same denoised embeddings
-    batch = Interaction({"user_id": torch.tensor([1, 2, 3]), "item_id": torch.tensor([4, 5, 6]),
-                         "neg_item_id": torch.tensor([7, 8, 9])})
+    batch = Interaction(
+        {"user_id": torch.tensor([1, 2, 3]), "item_id": torch.tensor([4, 5, 6]), "neg_item_id": torch.tensor([7, 8, 9])}
+    )
     torch.manual_seed(3)
     loss = model.calculate_loss(batch)
     torch.manual_seed(3)
@@ -100,7 +107,9 @@ def test_given_embedding_files_are_used_and_validated(general_config, tmp_path):
     items, users = tmp_path / "items.npy", tmp_path / "users.npy"
     np.save(items, model.item_embedding[1:].numpy())
     np.save(users, model.user_embedding.numpy())
-    _, from_files, _, _, _ = build_model("DDRM", {**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
+    _, from_files, _, _, _ = build_model(
+        "DDRM", {**general_config, **SMALL, "item_emb_path": str(items), "user_emb_path": str(users)}
+    )
     assert torch.equal(from_files.item_embedding, model.item_embedding)
     with pytest.raises(ValueError, match="user embeddings"):
         build_model("DDRM", {**general_config, **SMALL, "item_emb_path": str(items)})

@@ -13,7 +13,11 @@ from tests.general_data import RANDOM_DISTINCT_CHANCE
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
 
 SMALL = {
-    "train_batch_size": 32, "learning_rate": 0.005, "steps": 10, "pretrain_epochs": 20, "eval_batch_size": 100000,
+    "train_batch_size": 32,
+    "learning_rate": 0.005,
+    "steps": 10,
+    "pretrain_epochs": 20,
+    "eval_batch_size": 100000,
 }
 
 
@@ -44,7 +48,9 @@ def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp
     config, model, train_data, _, _ = build_model("LDiffRec", {**general_config, **SMALL})
     cached = [name for name in os.listdir(config["checkpoint_dir"]) if name.startswith("markov-LightGCN")]
     assert len(cached) == 1
-    _, again, _, _, _ = build_model("LDiffRec", {**general_config, **SMALL})  # from the cache: same clusters and weights
+    _, again, _, _, _ = build_model(
+        "LDiffRec", {**general_config, **SMALL}
+    )  # from the cache: same clusters and weights
     assert torch.equal(again.item_cluster, model.item_cluster)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
 
@@ -54,8 +60,10 @@ def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp
     good_file = tmp_path / "item_emb.npy"
     np.save(good_file, embeddings)
     _, from_file, _, _, _ = build_model("LDiffRec", {**general_config, **SMALL, "item_emb_path": str(good_file)})
-    first_half = from_file.item_cluster[1: (n_items - 1) // 2 + 1]
-    assert (first_half == first_half[0]).all() and not (from_file.item_cluster[n_items // 2 + 1:] == first_half[0]).any()
+    first_half = from_file.item_cluster[1 : (n_items - 1) // 2 + 1]
+    assert (first_half == first_half[0]).all() and not (
+        from_file.item_cluster[n_items // 2 + 1 :] == first_half[0]
+    ).any()
 
     bad_file = tmp_path / "bad.npy"
     np.save(bad_file, np.zeros((n_items + 5, 4), dtype=np.float32))
@@ -64,8 +72,10 @@ def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp
 
 
 def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config):
-    _, model, train_data, _, _ = build_model("LDiffRec", {**general_config, **SMALL, "anneal_steps": 10, "lamda": 0.03,
-                                                     "anneal_cap": 0.005, "vae_anneal_steps": 1000})
+    _, model, train_data, _, _ = build_model(
+        "LDiffRec",
+        {**general_config, **SMALL, "anneal_steps": 10, "lamda": 0.03, "anneal_cap": 0.005, "vae_anneal_steps": 1000},
+    )
     per_epoch = model.batches_per_epoch
     assert per_epoch == -(-train_data._dataset.user_num // 32)
     model.num_updates.fill_(3 * per_epoch + 1)  # in the 4th epoch

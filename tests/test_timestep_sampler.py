@@ -63,7 +63,9 @@ def test_sampler_state_round_trips():
     torch.testing.assert_close(copy.probabilities(), sampler.probabilities())
 
 
-@pytest.mark.parametrize("kwargs", [{"num_steps": 0}, {"num_steps": 3, "history_per_step": 0}, {"num_steps": 3, "uniform_prob": 2.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"num_steps": 0}, {"num_steps": 3, "history_per_step": 0}, {"num_steps": 3, "uniform_prob": 2.0}]
+)
 def test_bad_sampler_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         LossAwareSampler(**kwargs)

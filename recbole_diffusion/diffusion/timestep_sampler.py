@@ -41,7 +41,9 @@ class LossAwareSampler(nn.Module):
     def probabilities(self):
         """``p_t`` for every step: uniform before warm-up, else ``sqrt(E[L_t^2])`` normalised and mixed with uniform."""
         if not self.is_warm():
-            return torch.full((self.num_steps,), 1.0 / self.num_steps, dtype=torch.float64, device=self.loss_count.device)
+            return torch.full(
+                (self.num_steps,), 1.0 / self.num_steps, dtype=torch.float64, device=self.loss_count.device
+            )
         root_mean_square = self.loss_history.pow(2).mean(dim=-1).sqrt()
         probabilities = root_mean_square / root_mean_square.sum()
         return probabilities * (1 - self.uniform_prob) + self.uniform_prob / self.num_steps

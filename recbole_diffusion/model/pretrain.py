@@ -44,19 +44,24 @@ def load_embedding_file(path, n_rows, what="item"):
 
 
 def _train_backbone(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size):
-    """Train RecBole's LightGCN (or a plain MF) with BPR and uniform negatives on ``dataset``; returns (users, items)."""
+    """Train RecBole's LightGCN (or a plain MF) with BPR and uniform negatives on ``dataset``: (users, items)."""
     from recbole.model.general_recommender import LightGCN
 
     with torch.random.fork_rng(devices=[]):  # the caller's random state is the same whether a cache exists or not
         torch.manual_seed(config["seed"])
-        return _train_backbone_seeded(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size, LightGCN)
+        return _train_backbone_seeded(
+            config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size, LightGCN
+        )
 
 
 def _train_backbone_seeded(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size, LightGCN):
     backbone_config = copy.copy(config)
     backbone_config.final_config_dict = {
-        **config.final_config_dict, "model": backbone, "embedding_size": embedding_size,
-        "n_layers": config["pretrain_n_layers"] if backbone == "LightGCN" else 0, "reg_weight": 1e-4,
+        **config.final_config_dict,
+        "model": backbone,
+        "embedding_size": embedding_size,
+        "n_layers": config["pretrain_n_layers"] if backbone == "LightGCN" else 0,
+        "reg_weight": 1e-4,
         "require_pow": False,
     }
     model = LightGCN(backbone_config, dataset).to(config["device"])  # MF is LightGCN with 0 layers
@@ -71,8 +76,10 @@ def _train_backbone_seeded(config, dataset, backbone, embedding_size, epochs, le
         negatives = torch.randint(1, dataset.item_num, (len(users),), generator=generator).to(users.device)
         total = 0.0
         for start in range(0, len(users), batch_size):
-            index = order[start:start + batch_size]
-            batch = Interaction({model.USER_ID: users[index], model.ITEM_ID: items[index], model.NEG_ITEM_ID: negatives[index]})
+            index = order[start : start + batch_size]
+            batch = Interaction(
+                {model.USER_ID: users[index], model.ITEM_ID: items[index], model.NEG_ITEM_ID: negatives[index]}
+            )
             optimizer.zero_grad()
             loss = model.calculate_loss(batch)
             loss.backward()
@@ -101,8 +108,17 @@ def pretrained_embeddings(config, dataset, item_file=None, user_file=None):
     backbone = config["pretrain_backbone"]
     if backbone not in BACKBONES:
         raise ValueError(f"pretrain_backbone must be one of {BACKBONES}, got {backbone!r}")
-    settings = [config[key] for key in ("pretrain_embedding_size", "pretrain_n_layers", "pretrain_epochs",
-                                        "pretrain_learning_rate", "pretrain_batch_size", "seed")]
+    settings = [
+        config[key]
+        for key in (
+            "pretrain_embedding_size",
+            "pretrain_n_layers",
+            "pretrain_epochs",
+            "pretrain_learning_rate",
+            "pretrain_batch_size",
+            "seed",
+        )
+    ]
     name = "-".join([dataset.dataset_name, backbone, *map(str, settings), _fingerprint(dataset)]) + ".pth"
     cache = os.path.join(config["checkpoint_dir"], name)
     if os.path.isfile(cache):
@@ -110,8 +126,13 @@ def pretrained_embeddings(config, dataset, item_file=None, user_file=None):
         getLogger().info(f"Loaded pretrained {backbone} embeddings from {cache}")
         return saved["user"], saved["item"]
     user_embeddings, item_embeddings = _train_backbone(
-        config, dataset, backbone, config["pretrain_embedding_size"], config["pretrain_epochs"],
-        config["pretrain_learning_rate"], config["pretrain_batch_size"],
+        config,
+        dataset,
+        backbone,
+        config["pretrain_embedding_size"],
+        config["pretrain_epochs"],
+        config["pretrain_learning_rate"],
+        config["pretrain_batch_size"],
     )
     os.makedirs(config["checkpoint_dir"], exist_ok=True)
     torch.save({"user": user_embeddings, "item": item_embeddings}, cache)

@@ -171,7 +171,9 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
             weights = self.diffusion.snr(previous) - self.diffusion.snr(timesteps)
         else:
             alpha_bar = self.diffusion.alphas_cumprod[timesteps]
-            weights = (1 - alpha_bar) / ((1 - self.diffusion.alphas_cumprod[previous]) ** 2 * (1 - self.diffusion.betas[timesteps]))
+            weights = (1 - alpha_bar) / (
+                (1 - self.diffusion.alphas_cumprod[previous]) ** 2 * (1 - self.diffusion.betas[timesteps])
+            )
         return torch.where(timesteps == 0, torch.ones_like(weights), weights)
 
     def diffusion_loss(self, x0):

@@ -78,7 +78,9 @@ class LDiffRec(DiffRec):
 
         _, item_embeddings = pretrained_embeddings(config, dataset, item_file=config["item_emb_path"])
         self.register_buffer("item_cluster", cluster_items(config, item_embeddings, self.n_cate))
-        self.cluster_items = [torch.nonzero(self.item_cluster == c).flatten().to(self.device) for c in range(self.n_cate)]
+        self.cluster_items = [
+            torch.nonzero(self.item_cluster == c).flatten().to(self.device) for c in range(self.n_cate)
+        ]
         self.latent_sizes = self.cluster_latent_sizes([len(items) for items in self.cluster_items])
         self.encoders = nn.ModuleList()
         self.decoders = nn.ModuleList()
@@ -114,7 +116,7 @@ class LDiffRec(DiffRec):
         for encoder, items, sizes in zip(self.encoders, self.cluster_items, self.latent_sizes):
             hidden = encoder(x[:, items])
             means.append(hidden[:, : sizes[0]])
-            log_variances.append(hidden[:, sizes[0]:])
+            log_variances.append(hidden[:, sizes[0] :])
         mean, log_variance = torch.cat(means, dim=-1), torch.cat(log_variances, dim=-1)
         latent = mean
         if self.training and self.reparam:
@@ -138,7 +140,11 @@ class LDiffRec(DiffRec):
             lamda = max((1.0 - epoch / self.anneal_steps) * self.lamda, self.anneal_cap)
         else:
             lamda = max(self.lamda, self.anneal_cap)
-        beta = min(self.vae_anneal_cap, updates / self.vae_anneal_steps) if self.vae_anneal_steps > 0 else self.vae_anneal_cap
+        beta = (
+            min(self.vae_anneal_cap, updates / self.vae_anneal_steps)
+            if self.vae_anneal_steps > 0
+            else self.vae_anneal_cap
+        )
         return lamda, beta
 
     def calculate_loss(self, interaction):
