@@ -476,7 +476,7 @@ def plot_accuracy_vs_diversity(metrics, accuracy_metric, report_dir):
     means, stds = grouped.mean(numeric_only=True), grouped.std(ddof=0, numeric_only=True)
     written = []
     for column in diversity_columns:
-        figure = Figure(figsize=(5, 4), layout="constrained")
+        figure = Figure(figsize=(6.5, 4), layout="constrained")
         axes = figure.add_subplot()
         for model in means.index:
             axes.errorbar(
@@ -490,8 +490,8 @@ def plot_accuracy_vs_diversity(metrics, accuracy_metric, report_dir):
             )
         axes.set_xlabel(column)
         axes.set_ylabel(accuracy_metric)
-        axes.set_title(f"{accuracy_metric} vs {column} ({grouped.size().max()} seeds)")
-        axes.legend()
+        axes.set_title(f"{accuracy_metric} vs {column} ({_seed_count(grouped.size().max())})")
+        figure.legend(loc="outside right upper", fontsize="small")
         path = Path(report_dir) / f"accuracy_vs_{column.replace('@', '_at_')}.png"
         figure.savefig(path, dpi=120)
         written.append(path)
@@ -503,7 +503,7 @@ def plot_metric_vs_inference_steps(inference_steps, metric, report_dir):
     sampling steps, one line per model (DDIM points joined, the DDPM chain a square), mean over seeds with error
     bars of one standard deviation. Returns the file written.
     """
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure = Figure(figsize=(11, 4), layout="constrained")
     metric_axes, speed_axes = figure.subplots(1, 2)
     for model, runs in inference_steps.groupby("model", sort=False):
         grouped = runs.groupby(["sampler", "steps"])
@@ -530,10 +530,14 @@ def plot_metric_vs_inference_steps(inference_steps, metric, report_dir):
         axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel("sampling steps")
         axes.set_ylabel(label)
-        axes.legend(fontsize="small")
-    metric_axes.set_title(f"{metric} vs sampling steps ({seeds} seeds)")
+    figure.legend(*metric_axes.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
+    metric_axes.set_title(f"{metric} vs sampling steps ({_seed_count(seeds)})")
     speed_axes.set_yscale("log")
     speed_axes.set_title("inference speed vs sampling steps")
     path = Path(report_dir) / f"{metric.replace('@', '_at_')}_vs_inference_steps.png"
     figure.savefig(path, dpi=120)
     return path
+
+
+def _seed_count(count):
+    return f"{count} seed" if count == 1 else f"{count} seeds"
