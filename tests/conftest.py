@@ -107,3 +107,21 @@ def tiny_config(data_path, tmp_path):
         "eval_batch_size": 1024,
         "stopping_step": 100,
     }
+
+
+@pytest.fixture(scope="session")
+def general_data_path(tmp_path_factory):
+    """A folder with the general models' ``markov``, ``random_distinct`` and ``no_time`` (tests/general_data.py)."""
+    from tests.general_data import random_distinct_sequences, write_untimed_inter
+
+    folder = tmp_path_factory.mktemp("general_datasets")
+    write_atomic_inter(folder, "markov", markov_sequences())
+    write_atomic_inter(folder, "random_distinct", random_distinct_sequences())
+    write_untimed_inter(folder, "no_time", markov_sequences())
+    return str(folder)
+
+
+@pytest.fixture
+def general_config(tiny_config, general_data_path):
+    """``tiny_config`` on the general datasets (leave-one-out by time, full sort; train history masked)."""
+    return {**tiny_config, "data_path": general_data_path}

@@ -12,9 +12,8 @@ beat chance: 10 of the ~49 unmasked candidates, Hit@10 ~ 0.20.
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from tests.conftest import N_ITEMS, N_USERS, SEQUENCE_LENGTH, markov_sequences, write_atomic_inter
+from tests.conftest import N_ITEMS, N_USERS, SEQUENCE_LENGTH
 
 RANDOM_DISTINCT_CHANCE = 10 / (N_ITEMS - (SEQUENCE_LENGTH - 1))
 
@@ -33,19 +32,3 @@ def write_untimed_inter(folder, name, sequences):
     ]
     (dataset_dir / f"{name}.inter").write_text("\n".join(lines) + "\n")
     return dataset_dir
-
-
-@pytest.fixture(scope="session")
-def general_data_path(tmp_path_factory):
-    """A folder with ``markov``, ``random_distinct`` and ``no_time``."""
-    folder = tmp_path_factory.mktemp("general_datasets")
-    write_atomic_inter(folder, "markov", markov_sequences())
-    write_atomic_inter(folder, "random_distinct", random_distinct_sequences())
-    write_untimed_inter(folder, "no_time", markov_sequences())
-    return str(folder)
-
-
-@pytest.fixture
-def general_config(tiny_config, general_data_path):
-    """``tiny_config`` on the general datasets (leave-one-out by time, full sort; train history masked)."""
-    return {**tiny_config, "data_path": general_data_path}
