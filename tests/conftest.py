@@ -6,19 +6,22 @@ start, so the next item is fully determined by the last one: a sequential model 
 a model that does has seen the target.
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from recbole.utils import init_seed
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model
+from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer
 
 N_USERS = 300
 N_ITEMS = 60
 SEQUENCE_LENGTH = 12
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SCRIPT = Path(__file__).resolve().parents[1] / "run_recbole_diffusion.py"
 
 
 def write_atomic_inter(folder, name, sequences):
@@ -59,6 +62,55 @@ def build_model(model_name, config_dict, dataset="markov"):
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(model_name)(config, train_data._dataset)
     return config, model, train_data, valid_data, test_data
+
+
+def fit_test_and_full_sort(config, model, train_data, valid_data, test_data):
+    """Train ``model`` (checkpoint saved), test its best checkpoint, full-sort score the first test batch; check the
+    metrics, the score shape, finite scores and a never-recommended padding item. Returns (trainer, scores)."""
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    result = trainer.evaluate(test_data, load_best_model=True)
+    assert set(result) == {"hit@10", "ndcg@10"}
+    batch = next(iter(test_data))[0]
+    scores = model.full_sort_predict(batch)
+    assert scores.shape == (len(batch), test_data._dataset.item_num)
+    assert (scores[:, 0] == -torch.inf).all()  # the padding item is never recommended
+    assert torch.isfinite(scores[:, 1:]).all()
+    return trainer, scores
+
+
+def fit_and_reload(config, model, train_data, valid_data):
+    """Train ``model`` with its checkpoint saved; returns (trainer, a new model loaded weights-only from that
+    checkpoint), both models in eval mode."""
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, valid_data, saved=True)
+    reloaded = get_model(config["model"])(config, train_data._dataset)
+    reloaded.load_state_dict(torch.load(trainer.saved_model_file, weights_only=True)["state_dict"])
+    model.eval()
+    reloaded.eval()
+    return trainer, reloaded
+
+
+def run_script(tmp_path, *args):
+    """``run_recbole_diffusion.py`` with ``args`` in a subprocess working in ``tmp_path``."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=300
+    )
+
+
+def script_args(data_path, tmp_path):
+    """Command-line settings of a fast script run on the synthetic datasets in ``data_path``."""
+    return [
+        f"--data_path={data_path}",
+        f"--checkpoint_dir={tmp_path / 'saved'}",
+        "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
+        "--MAX_ITEM_LIST_LENGTH=10",
+        "--epochs=1",
+        "--show_progress=False",
+        "--hidden_size=16",
+        "--inner_size=16",
+        "--n_layers=1",
+    ]
 
 
 def count_calls_in_full_sort(model, module, test_data):

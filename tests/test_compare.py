@@ -1,8 +1,6 @@
 """The comparison harness: two models and two seeds end to end, the paired tests against scipy, input errors."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +23,9 @@ from recbole_diffusion.compare import (
     plot_accuracy_vs_diversity,
     significance_table,
 )
-from tests.conftest import build_model
+from tests.conftest import build_model, run_script, script_args
 from tests.sequential_configs import DREAMREC_SMALL
 
-SCRIPT = Path(__file__).resolve().parents[1] / "run_recbole_diffusion.py"
 MODELS = ["DreamRec", "GRU4Rec"]
 SEEDS = [2020, 2021]
 
@@ -295,29 +292,14 @@ def test_sampled_evaluation_is_refused(data_path, tmp_path):
 
 def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
     write_yaml(tmp_path / "dreamrec.yaml", {STEP_GRID_KEY: []})  # a relative path, from the working directory
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--model=DreamRec,GRU4Rec",
-            "--dataset=markov",
-            f"--output_dir={tmp_path / 'results'}",
-            f"--data_path={data_path}",
-            f"--checkpoint_dir={tmp_path / 'saved'}",
-            "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
-            "--MAX_ITEM_LIST_LENGTH=10",
-            "--epochs=1",
-            "--show_progress=False",
-            "--hidden_size=16",
-            "--inner_size=16",
-            "--diffusion_steps=20",
-            "--model_config_files=DreamRec:dreamrec.yaml",
-        ],
-        cwd=tmp_path,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    completed = run_script(
+        tmp_path,
+        "--model=DreamRec,GRU4Rec",
+        "--dataset=markov",
+        f"--output_dir={tmp_path / 'results'}",
+        *script_args(data_path, tmp_path),
+        "--diffusion_steps=20",
+        "--model_config_files=DreamRec:dreamrec.yaml",
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     (report,) = (tmp_path / "results" / "markov").iterdir()

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
-from recbole_diffusion import get_model, get_trainer, run_recbole_diffusion
-from tests.conftest import build_model
+from recbole_diffusion import run_recbole_diffusion
+from tests.conftest import build_model, fit_and_reload, fit_test_and_full_sort
 from tests.general_data import RANDOM_DISTINCT_CHANCE
 
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
@@ -29,15 +29,8 @@ def test_one_epoch_and_full_sort_with_a_frozen_backbone(general_config):
     assert config["train_neg_sample_args"]["distribution"] == "uniform"  # BPR with RecBole's negatives
     backbone = model.item_embedding.clone()
     assert not any(parameter is model.item_embedding for parameter in model.parameters())
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert set(result) == {"hit@10", "ndcg@10"}
+    fit_test_and_full_sort(config, model, train_data, valid_data, test_data)
     assert torch.equal(model.item_embedding, backbone)
-    batch = next(iter(test_data))[0]
-    scores = model.full_sort_predict(batch)
-    assert scores.shape == (len(batch), test_data._dataset.item_num)
-    assert torch.isfinite(scores[:, 1:]).all() and (scores[:, 0] == -torch.inf).all()
 
 
 def test_learns_collaborative_pattern_and_stays_at_chance_on_random(general_config):
@@ -76,13 +69,7 @@ def test_inference_runs_the_item_denoiser_for_sampling_steps(general_config):
 
 def test_save_load_gives_identical_scores(general_config):
     config, model, train_data, valid_data, test_data = build_model("DDRM", {**general_config, **SMALL})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    reloaded = get_model("DDRM")(config, train_data._dataset)
-    reloaded.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    reloaded.eval()
+    _, reloaded = fit_and_reload(config, model, train_data, valid_data)
     batch = next(iter(test_data))[0]
     torch.manual_seed(7)  # the history mean is noised at inference
     original = model.full_sort_predict(batch)

@@ -11,8 +11,8 @@ from recbole.model.general_recommender.diffrec import DiffRec as RecBoleDiffRec
 from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
-from recbole_diffusion import Config, get_model, get_trainer, run_recbole_diffusion
-from tests.conftest import build_model
+from recbole_diffusion import Config, run_recbole_diffusion
+from tests.conftest import build_model, fit_and_reload, fit_test_and_full_sort
 from tests.general_data import RANDOM_DISTINCT_CHANCE
 
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
@@ -24,15 +24,8 @@ SMALL = {"dims_dnn": [64], "steps": 10}
 def test_one_epoch_and_full_sort(general_config, model_name):
     config, model, train_data, valid_data, test_data = build_model(model_name, {**general_config, **SMALL})
     assert type(train_data) is UserDataLoader
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert set(result) == {"hit@10", "ndcg@10"}
+    fit_test_and_full_sort(config, model, train_data, valid_data, test_data)
     assert int(model.timestep_sampler.loss_count.sum()) > 0  # the loss history of importance sampling is fed
-    batch = next(iter(test_data))[0]
-    scores = model.full_sort_predict(batch)
-    assert scores.shape == (len(batch), test_data._dataset.item_num)
-    assert torch.isfinite(scores[:, 1:]).all() and (scores[:, 0] == -torch.inf).all()
 
 
 def test_plugin_defaults_not_recbole_yaml(general_config):
@@ -110,13 +103,7 @@ def test_inference_runs_all_steps_without_noise(general_config):
 
 def test_save_load_gives_identical_scores(general_config):
     config, model, train_data, valid_data, test_data = build_model("DiffRec", {**general_config, **SMALL})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    reloaded = get_model("DiffRec")(config, train_data._dataset)
-    reloaded.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    reloaded.eval()
+    _, reloaded = fit_and_reload(config, model, train_data, valid_data)
     batch = next(iter(test_data))[0]
     assert torch.equal(model.full_sort_predict(batch), reloaded.full_sort_predict(batch))
     assert torch.equal(model.timestep_sampler.loss_history, reloaded.timestep_sampler.loss_history)

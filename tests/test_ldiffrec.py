@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_diffusion import get_model, get_trainer, run_recbole_diffusion
-from tests.conftest import build_model
+from recbole_diffusion import run_recbole_diffusion
+from tests.conftest import build_model, fit_and_reload, fit_test_and_full_sort
 from tests.general_data import RANDOM_DISTINCT_CHANCE
 
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
@@ -26,14 +26,7 @@ def test_one_epoch_and_full_sort(general_config, model_name):
     config, model, train_data, valid_data, test_data = build_model(model_name, {**general_config, **SMALL})
     assert sorted(torch.cat(model.cluster_items).tolist()) == list(range(1, model.n_items))  # every item, once
     assert sum(sizes[0] for sizes in model.latent_sizes) == config["in_dims"][0]
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert set(result) == {"hit@10", "ndcg@10"}
-    batch = next(iter(test_data))[0]
-    scores = model.full_sort_predict(batch)
-    assert scores.shape == (len(batch), test_data._dataset.item_num)
-    assert torch.isfinite(scores[:, 1:]).all() and (scores[:, 0] == -torch.inf).all()
+    fit_test_and_full_sort(config, model, train_data, valid_data, test_data)
 
 
 def test_learns_collaborative_pattern_and_stays_at_chance_on_random(general_config):
@@ -88,13 +81,7 @@ def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config):
 
 def test_save_load_gives_identical_scores(general_config):
     config, model, train_data, valid_data, test_data = build_model("LDiffRec", {**general_config, **SMALL})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    reloaded = get_model("LDiffRec")(config, train_data._dataset)
-    reloaded.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    reloaded.eval()
+    _, reloaded = fit_and_reload(config, model, train_data, valid_data)
     batch = next(iter(test_data))[0]
     assert torch.equal(model.full_sort_predict(batch), reloaded.full_sort_predict(batch))
 

@@ -1,40 +1,17 @@
 """run_recbole_diffusion.py end to end, the distributed CPU run, and the missing-dataset message."""
 
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from recbole_diffusion import DatasetNotFoundError, run
-
-SCRIPT = Path(__file__).resolve().parents[1] / "run_recbole_diffusion.py"
-
-
-def run_script(tmp_path, *args):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-
-
-def common_args(tiny_config, tmp_path):
-    return [
-        f"--data_path={tiny_config['data_path']}",
-        f"--checkpoint_dir={tmp_path / 'saved'}",
-        "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
-        "--MAX_ITEM_LIST_LENGTH=10",
-        "--epochs=1",
-        "--show_progress=False",
-        "--hidden_size=16",
-        "--inner_size=16",
-        "--n_layers=1",
-    ]
+from tests.conftest import run_script, script_args
 
 
 @pytest.mark.parametrize("model", ["DreamRec", "SASRec", "GRU4Rec"])
 def test_script_trains_and_tests(model, tiny_config, tmp_path):
-    completed = run_script(tmp_path, f"--model={model}", "--dataset=markov", *common_args(tiny_config, tmp_path))
+    arguments = script_args(tiny_config["data_path"], tmp_path)
+    completed = run_script(tmp_path, f"--model={model}", "--dataset=markov", *arguments)
     assert completed.returncode == 0, completed.stderr[-3000:]
     log = completed.stdout + completed.stderr
     assert "test result" in log and "ndcg@10" in log

@@ -13,8 +13,8 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
-from recbole_diffusion import get_model, get_trainer, resources, run_recbole_diffusion
-from tests.conftest import build_model
+from recbole_diffusion import get_model, resources, run_recbole_diffusion
+from tests.conftest import build_model, fit_and_reload, fit_test_and_full_sort
 from tests.sequential_configs import (
     DIFFDIV_SMALL,
     DIFFREC2_SMALL,
@@ -79,15 +79,7 @@ EACH_LEARNING_VARIANT = pytest.mark.parametrize(
 @EACH_MODEL
 def test_one_epoch_and_full_sort(tiny_config, case):
     config, model, train_data, valid_data, test_data = build_model(case.name, {**tiny_config, **case.small_config})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert set(result) == {"hit@10", "ndcg@10"}
-    batch = next(iter(test_data))[0]
-    scores = model.full_sort_predict(batch)
-    assert scores.shape == (len(batch), test_data._dataset.item_num)
-    assert (scores[:, 0] == -torch.inf).all()  # the padding item is never recommended
-    assert torch.isfinite(scores[:, 1:]).all()
+    _, scores = fit_test_and_full_sort(config, model, train_data, valid_data, test_data)
     if case.check_trained:
         case.check_trained(model, scores)
 
@@ -105,13 +97,7 @@ def test_learns_markov_pattern_and_stays_at_chance_on_random(tiny_config, case, 
 @EACH_MODEL
 def test_save_load_gives_identical_scores(tiny_config, case):
     config, model, train_data, valid_data, test_data = build_model(case.name, {**tiny_config, **case.small_config})
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
-    reloaded = get_model(case.name)(config, train_data._dataset)
-    reloaded.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    reloaded.eval()
+    _, reloaded = fit_and_reload(config, model, train_data, valid_data)
     batch = next(iter(test_data))[0]
     torch.manual_seed(7)
     original_scores = model.full_sort_predict(batch)
