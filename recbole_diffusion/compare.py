@@ -91,22 +91,26 @@ def compare(
     models = _checked_models(models)
     seeds = _checked_seeds(seeds)
     model_config_files = _checked_model_config_files(model_config_files, models)
+    files_of = {name: [*(config_file_list or []), *model_config_files.get(name, [])] for name in models}
+
+    def run_config(name, seed):
+        run_config_dict = {**(config_dict or {}), "seed": seed}
+        return Config(model=name, dataset=dataset, config_file_list=files_of[name], config_dict=run_config_dict)
+
+    runs = [(seed, name, run_config(name, seed)) for seed in seeds for name in models]
+    for _, _, config in runs:  # every setting checked before anything trains
+        _check_step_grid(config[STEP_GRID_KEY])
+    valid_metric = runs[-1][2]["valid_metric"].lower()
     report_dir = _new_report_dir(Path(output_dir) / dataset)
     (report_dir / "per_user").mkdir()
 
     rows, step_rows = [], []
-    valid_metric = None
-    for seed in seeds:
-        for model_name in models:
-            run_config_dict = {**(config_dict or {}), "seed": seed}
-            files = [*(config_file_list or []), *model_config_files.get(model_name, [])]
-            config = Config(model=model_name, dataset=dataset, config_file_list=files, config_dict=run_config_dict)
-            valid_metric = config["valid_metric"].lower()
-            _check_step_grid(config[STEP_GRID_KEY])
-            row, per_user, sampler_rows = _train_and_score(config)
-            rows.append({"model": model_name, "seed": seed, **row, CONFIG_FILES_COLUMN: " ".join(map(str, files))})
-            step_rows += [{"model": model_name, "seed": seed, **sampler_row} for sampler_row in sampler_rows]
-            np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
+    for seed, model_name, config in runs:
+        row, per_user, sampler_rows = _train_and_score(config)
+        files = " ".join(map(str, files_of[model_name]))
+        rows.append({"model": model_name, "seed": seed, **row, CONFIG_FILES_COLUMN: files})
+        step_rows += [{"model": model_name, "seed": seed, **sampler_row} for sampler_row in sampler_rows]
+        np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
 
     metrics = pd.DataFrame(rows)
     metrics.to_csv(report_dir / "metrics.csv", index=False)

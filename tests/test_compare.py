@@ -225,7 +225,21 @@ def test_bad_step_grid_is_refused_before_training(data_path, tmp_path, grid):
     config = {**compare_config(data_path, tmp_path / "saved"), "inference_step_grid": grid}
     with pytest.raises(CompareInputError, match="inference_step_grid: expected a list"):
         compare(["DreamRec"], "markov", config_dict=config, output_dir=tmp_path / "results")
-    assert not (tmp_path / "saved").exists()
+    assert not (tmp_path / "saved").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_bad_grid_in_one_models_own_file_stops_the_run_before_any_training(data_path, tmp_path):
+    write_yaml(tmp_path / "dreamrec.yaml", {STEP_GRID_KEY: [0]})
+    config = compare_config(data_path, tmp_path / "saved")
+    with pytest.raises(CompareInputError, match="inference_step_grid: expected a list"):
+        compare(
+            ["GRU4Rec", "DreamRec"],
+            "markov",
+            config_dict=config,
+            output_dir=tmp_path / "results",
+            model_config_files={"DreamRec": [str(tmp_path / "dreamrec.yaml")]},
+        )
+    assert not (tmp_path / "saved").exists() and not (tmp_path / "results").exists()
 
 
 def write_yaml(path, values):
