@@ -215,24 +215,23 @@ def _with_per_cell_length_aggregation(method):
     return wrapper
 
 
+def _module_copy(module, **replaced):
+    """A stand-in for ``module`` (to bind to a name inside one RecBole module) with some attributes replaced."""
+    copy = types.ModuleType(module.__name__)
+    copy.__dict__.update(module.__dict__)
+    copy.__dict__.update(replaced)
+    return copy
+
+
 def _pandas_for_recbole_dataset():
     """A stand-in for the ``pd`` name inside ``recbole.data.dataset.dataset`` with the repaired ``read_csv``."""
-    module = types.ModuleType("pandas", "pandas with empty sequence cells read as ''")
-    module.__dict__.update(pd.__dict__)
-    module.read_csv = _read_csv_with_empty_sequences
-    return module
+    return _module_copy(pd, read_csv=_read_csv_with_empty_sequences)
 
 
 def _numpy_for_recbole_hyper_tuning():
     """A stand-in for the ``np`` name inside ``recbole.trainer.hyper_tuning`` whose ``random.RandomState`` is
     ``np.random.default_rng`` (the only random generator that module makes is the exhaustive search's)."""
-    random = types.ModuleType("numpy.random", "numpy.random with RandomState made by default_rng")
-    random.__dict__.update(np.random.__dict__)
-    random.RandomState = np.random.default_rng
-    module = types.ModuleType("numpy", "numpy for RecBole's exhaustive search")
-    module.__dict__.update(np.__dict__)
-    module.random = random
-    return module
+    return _module_copy(np, random=_module_copy(np.random, RandomState=np.random.default_rng))
 
 
 def _distributed_data_parallel(module, device_ids=None, **kwargs):
