@@ -34,7 +34,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    config_file_list = args.config_files.split() if args.config_files else None
     try:
         report_file = hyper_search(
             args.model,
