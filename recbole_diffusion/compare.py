@@ -48,6 +48,7 @@ from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
 from recbole_diffusion.quick_start import _count_parameters
 from recbole_diffusion.utils import get_model, get_trainer, init_run_logger, is_plugin_model
+from recbole_diffusion.validation import is_positive_int
 
 
 class CompareInputError(ValueError):
@@ -186,7 +187,7 @@ def _checked_model_config_files(model_config_files, models):
 
 def _check_step_grid(grid):
     if not isinstance(grid, (list, tuple)) or not all(
-        steps is None or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1) for steps in grid
+        steps is None or is_positive_int(steps) for steps in grid
     ):
         raise CompareInputError(
             f"{STEP_GRID_KEY}: expected a list of positive step counts and ~ (the full DDPM chain), got {grid!r}"

@@ -37,6 +37,7 @@ from recbole_diffusion import resources
 from recbole_diffusion.config import Config
 from recbole_diffusion.quick_start import run_recbole_diffusion
 from recbole_diffusion.utils import get_model
+from recbole_diffusion.validation import is_positive_int
 
 ALGOS = ("exhaustive", "random", "bayes")
 RANGE_FORMS = {"uniform": "low,high", "quniform": "low,high,q", "loguniform": "low,high"}
@@ -136,14 +137,10 @@ def _require_hyperopt():
 def _check_search_arguments(algo, max_evals, early_stop):
     if algo not in ALGOS:
         raise HyperSearchError(f"algo: expected one of {', '.join(ALGOS)}, got {algo!r}")
-    if max_evals is not None and not _is_positive_int(max_evals):
+    if max_evals is not None and not is_positive_int(max_evals):
         raise HyperSearchError(f"max_evals: expected a positive integer, got {max_evals!r}")
-    if not _is_positive_int(early_stop):
+    if not is_positive_int(early_stop):
         raise HyperSearchError(f"early_stop: expected a positive integer, got {early_stop!r}")
-
-
-def _is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def space_file(model, params_file=None):

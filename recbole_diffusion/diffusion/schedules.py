@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from recbole_diffusion.validation import positive_int
+
 SCHEDULES = ("linear", "cosine", "sqrt", "trunc_linear", "trunc_cosine", "linear-var", "exp")
 
 
@@ -120,8 +122,7 @@ def make_betas(schedule: str, num_steps: int, **kwargs) -> torch.Tensor:
     """
     if schedule not in _BUILDERS:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    positive_int("num_steps", num_steps)
     builder = _BUILDERS[schedule]
     allowed = tuple(inspect.signature(builder).parameters)[1:]
     unknown = sorted(set(kwargs) - set(allowed))

@@ -8,6 +8,8 @@ Improved DDPM (Nichol & Dhariwal, 2021) draws step ``t`` with probability ``p_t`
 import torch
 from torch import nn
 
+from recbole_diffusion.validation import positive_int
+
 
 class LossAwareSampler(nn.Module):
     """Draws timesteps uniformly until every step has ``history_per_step`` losses, then by ``sqrt(E[L_t^2])``.
@@ -22,10 +24,8 @@ class LossAwareSampler(nn.Module):
 
     def __init__(self, num_steps, history_per_step=10, uniform_prob=0.001):
         super().__init__()
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-        if isinstance(history_per_step, bool) or not isinstance(history_per_step, int) or history_per_step < 1:
-            raise ValueError(f"history_num_per_term must be a positive int, got {history_per_step!r}")
+        positive_int("num_steps", num_steps)
+        positive_int("history_num_per_term", history_per_step)
         if not 0.0 <= uniform_prob <= 1.0:
             raise ValueError(f"uniform_prob must be in [0, 1], got {uniform_prob}")
         self.num_steps = num_steps

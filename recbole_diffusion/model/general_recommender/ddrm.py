@@ -37,10 +37,10 @@ from recbole_diffusion.model.general_recommender.diffrec import (
     DiffRecDenoiser,
     check_denoiser_settings,
     diffrec_betas,
-    positive_int,
 )
 from recbole_diffusion.model.pretrain import pretrained_embeddings
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import positive_int
 
 
 @register_model
@@ -49,7 +49,7 @@ class DDRM(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        steps = positive_int(config, "steps")
+        steps = positive_int("steps", config["steps"])
         self.sampling_steps = config["sampling_steps"]
         self.alpha = config["alpha"]
         self.beta = config["beta"]

@@ -36,6 +36,7 @@ from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
 from recbole_diffusion.diffusion.timestep_sampler import LossAwareSampler
 from recbole_diffusion.model.general_recommender.time_aware import TimeAwareHistory
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import positive_int
 
 NOISE_SCHEDULES = ("linear-var", "linear", "cosine")
 MEAN_TYPES = ("x0", "eps")
@@ -119,14 +120,6 @@ class DiffRecDenoiser(nn.Module):
         return self.mlp(torch.cat(inputs, dim=-1))
 
 
-def positive_int(config, key):
-    """``config[key]``, which must be a positive int."""
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be a positive int, got {value!r}")
-    return value
-
-
 @register_model
 class DiffRec(GeneralRecommender, AutoEncoderMixin):
     input_type = InputType.POINTWISE
@@ -134,7 +127,7 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.steps = positive_int(config, "steps")
+        self.steps = positive_int("steps", config["steps"])
         self.mean_type = config["mean_type"]
         self.reweight = config["reweight"]
         self.sampling_steps = config["sampling_steps"]
@@ -152,7 +145,7 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
 
         self.build_histroy_items(dataset)
         self.diffusion = GaussianDiffusion(betas, prediction_type=self.mean_type)
-        self.timestep_sampler = LossAwareSampler(self.steps, positive_int(config, "history_num_per_term"))
+        self.timestep_sampler = LossAwareSampler(self.steps, config["history_num_per_term"])
         self.denoiser = DiffRecDenoiser(self.diffused_size(), dims, embedding_size, activation, dropout, config["norm"])
 
     def diffused_size(self):

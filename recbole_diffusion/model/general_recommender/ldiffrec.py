@@ -39,6 +39,7 @@ from recbole_diffusion.model.general_recommender.diffrec import ACTIVATIONS, Dif
 from recbole_diffusion.model.general_recommender.time_aware import TimeAwareHistory
 from recbole_diffusion.model.pretrain import cluster_items, pretrained_embeddings
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import positive_int
 
 
 def _mlp(sizes, activation, last_activation):
@@ -63,8 +64,7 @@ class LDiffRec(DiffRec):
         self.anneal_steps = config["anneal_steps"]
         self.vae_anneal_cap = config["vae_anneal_cap"]
         self.vae_anneal_steps = config["vae_anneal_steps"]
-        if isinstance(self.n_cate, bool) or not isinstance(self.n_cate, int) or self.n_cate < 1:
-            raise ValueError(f"n_cate must be a positive int, got {self.n_cate!r}")
+        positive_int("n_cate", self.n_cate)
         if not self.in_dims or not all(isinstance(size, int) and size >= self.n_cate for size in self.in_dims):
             raise ValueError(f"in_dims must be a non-empty list of ints >= n_cate, got {self.in_dims!r}")
         if self.ae_act_func not in ACTIVATIONS:

@@ -35,6 +35,7 @@ from torch import nn
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
 from recbole_diffusion.model.layers import sinusoidal_embedding
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import positive_int
 
 BETA_SCHEDULES = ("trunc_linear", "linear", "cosine", "sqrt", "trunc_cosine")
 HIDDEN_ACTS = ("gelu", "relu")
@@ -68,8 +69,7 @@ class DiffuRec(SequentialRecommender):
         for key, value in (("hidden_dropout_prob", dropout_prob), ("emb_dropout_prob", emb_dropout_prob)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{key} must be in [0, 1), got {value}")
-        if isinstance(diffusion_steps, bool) or not isinstance(diffusion_steps, int) or diffusion_steps < 1:
-            raise ValueError(f"diffusion_steps must be a positive int, got {diffusion_steps!r}")
+        positive_int("diffusion_steps", diffusion_steps)
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
         if not self.lambda_uncertainty > 0:

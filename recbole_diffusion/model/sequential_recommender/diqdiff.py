@@ -42,6 +42,7 @@ from torch import nn
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
 from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import positive_int
 
 NOISY_ITEM_WEIGHT = 0.001  # Weight of the noisy target (plus step embedding) in the denoiser input (official).
 
@@ -68,8 +69,7 @@ class DiQDiff(SequentialRecommender):
         self.contrast_temperature = config["contrast_temperature"]
         self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
-        if isinstance(self.num_codes, bool) or not isinstance(self.num_codes, int) or self.num_codes < 1:
-            raise ValueError(f"num_codes must be a positive int, got {self.num_codes!r}")
+        positive_int("num_codes", self.num_codes)
         for key in ("gumbel_temperature", "contrast_temperature"):
             if not config[key] > 0:
                 raise ValueError(f"{key} must be > 0, got {config[key]}")
