@@ -115,7 +115,9 @@ def get_model(model_name):
 def get_trainer(model_type, model_name):
     """The trainer class for a model: the plugin's registered trainer, else RecBole's choice.
 
-    For a plugin model RecBole's choice is made by model type only, never by a RecBole model of the same name.
+    For a plugin model the choice is made by model type only, never by a RecBole model of the same name: RecBole's
+    ``KGTrainer`` or ``TraditionalTrainer`` for those types, else the plugin's ``DiffusionTrainer`` (RecBole's
+    ``Trainer`` with the embedding-collapse check).
     """
     _load_plugin_models()
     if model_name in _PLUGIN_TRAINERS:
@@ -123,7 +125,11 @@ def get_trainer(model_type, model_name):
     if model_name in _PLUGIN_MODELS:
         trainer_module = importlib.import_module("recbole.trainer")
         by_type = {ModelType.KNOWLEDGE: "KGTrainer", ModelType.TRADITIONAL: "TraditionalTrainer"}
-        return getattr(trainer_module, by_type.get(model_type, "Trainer"))
+        if model_type in by_type:
+            return getattr(trainer_module, by_type[model_type])
+        from recbole_diffusion.trainer import DiffusionTrainer  # imports recbole.trainer: only when needed
+
+        return DiffusionTrainer
     return recbole_get_trainer(model_type, model_name)
 
 

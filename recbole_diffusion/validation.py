@@ -11,3 +11,10 @@ def positive_int(name, value):
     if not is_positive_int(value):
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
+
+
+def boolean(name, value):
+    """``value``, the setting ``name``, after checking that it is True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value

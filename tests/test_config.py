@@ -10,6 +10,7 @@ from recbole.trainer import Trainer
 from recbole.utils import InputType, ModelType, init_seed
 
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer, resources
+from recbole_diffusion.trainer import DiffusionTrainer
 from recbole_diffusion.utils import _PLUGIN_MODELS, register_model
 from tests.conftest import SHARED_DATASETS
 
@@ -109,7 +110,7 @@ def test_plugin_model_never_inherits_recbole_yaml_or_loader_of_the_same_name(plu
     init_seed(config["seed"], config["reproducibility"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
     assert type(train_data) is TrainDataLoader  # RecBole would pick UserDataLoader by the name "DiffRec"
-    assert get_trainer(config["MODEL_TYPE"], "DiffRec") is Trainer
+    assert get_trainer(config["MODEL_TYPE"], "DiffRec") is DiffusionTrainer  # chosen by type, not by name
 
 
 def test_user_batch_loader_chosen_by_property(plugin_diffrec, tiny_config):
@@ -122,7 +123,8 @@ def test_user_batch_loader_chosen_by_property(plugin_diffrec, tiny_config):
 def test_registry_falls_back_to_recbole_and_explains_unknown_names():
     assert get_model("SASRec").__name__ == "SASRec"
     assert get_model("LightGCN").type == ModelType.GENERAL
-    assert get_trainer(ModelType.SEQUENTIAL, "DreamRec") is Trainer
+    assert get_trainer(ModelType.SEQUENTIAL, "DreamRec") is DiffusionTrainer
+    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is Trainer
     with pytest.raises(
         ValueError, match=r"Unknown model 'Dreamrec'\. Did you mean: DreamRec.*Plugin models: .*DreamRec"
     ):

@@ -1,10 +1,13 @@
-"""Network pieces shared by the plugin's models: a Transformer sequence encoder and step embeddings."""
+"""Network pieces shared by the plugin's models: a Transformer sequence encoder, step embeddings and the item table
+of the models that denoise item embeddings."""
 
 import math
 
 import torch
 from recbole.model.layers import TransformerEncoder
 from torch import nn
+
+from recbole_diffusion.model.pretrain import load_embedding_file
 
 
 class SequenceEncoder(nn.Module):
@@ -85,6 +88,22 @@ def init_normal_weights(module, std):
     elif isinstance(module, nn.LayerNorm):
         module.bias.data.zero_()
         module.weight.data.fill_(1.0)
+
+
+def init_item_embedding(embedding, item_emb_path, std=1.0):
+    """Initialise a model's item table: trainable ``N(0, std^2)`` rows, or the rows of the ``.npy`` file
+    ``item_emb_path`` (``[n_items - 1 or n_items, hidden_size]``, RecBole's internal id order), frozen."""
+    if not item_emb_path:
+        nn.init.normal_(embedding.weight, std=std)
+        return
+    rows = load_embedding_file(item_emb_path, embedding.num_embeddings, "item")
+    if rows.size(1) != embedding.embedding_dim:
+        raise ValueError(
+            f"item_emb_path: {item_emb_path} has {rows.size(1)} columns; the model's hidden_size is "
+            f"{embedding.embedding_dim} (set hidden_size={rows.size(1)})"
+        )
+    embedding.weight.data.copy_(rows)
+    embedding.weight.requires_grad_(False)
 
 
 def sinusoidal_embedding(timesteps, dim, max_period=10000.0):

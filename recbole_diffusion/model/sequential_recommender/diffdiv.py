@@ -18,7 +18,11 @@ its best inner product with any channel's generated embedding.
 Config keys (defaults and comments in ``properties/model/DiffDiv.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
     layer_norm_eps, initializer_range, latent_size, kl_weight, divergence, divergence_param, num_channels,
-    diffusion_steps, beta_schedule, beta_start, beta_end, inference_steps, ddim_eta.
+    diffusion_steps, beta_schedule, beta_start, beta_end, inference_steps, ddim_eta, detach_target, item_emb_path.
+
+Embedding collapse (``recbole_diffusion.collapse``): the reconstruction divergence pulls the *trainable* target
+embedding as DreamRec's MSE does. ``detach_target`` (no gradient through the target embedding) and ``item_emb_path``
+(frozen item embeddings from a ``.npy`` file) stop that; both are off by default.
 
 Differences from the paper: its text and code were not available to this implementation, so the pieces follow
 the method's description. The divergence replaces the reconstruction of the target embedding (the diffusion
@@ -39,8 +43,14 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config
-from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding, init_normal_weights
+from recbole_diffusion.model.layers import (
+    SequenceEncoder,
+    StepEmbedding,
+    init_item_embedding,
+    init_normal_weights,
+)
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import boolean
 
 DIVERGENCES = ("beta", "gamma", "mse")
 
@@ -77,6 +87,7 @@ def gamma_cross_entropy(prediction, target, gamma):
 @register_model
 class DiffDiv(SequentialRecommender):
     input_type = InputType.POINTWISE
+    target_embedding_table = "item_embedding"  # what the reconstruction term pulls: checked for collapse
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -89,6 +100,7 @@ class DiffDiv(SequentialRecommender):
         self.num_channels = config["num_channels"]
         self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
+        self.detach_target = boolean("detach_target", config["detach_target"])
         if self.divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
         if self.divergence != "mse" and not self.divergence_param > 0:
@@ -117,7 +129,7 @@ class DiffDiv(SequentialRecommender):
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
         self.diffusion.check_inference_steps(self.inference_steps)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
-        nn.init.normal_(self.item_embedding.weight, std=1.0)
+        init_item_embedding(self.item_embedding, config["item_emb_path"])
 
     def forward(self, item_seq, item_seq_len):
         """The posterior ``q(z | c)`` of the history: ``(mu, log_var)``, each ``[batch, latent_size]``."""
@@ -147,6 +159,8 @@ class DiffDiv(SequentialRecommender):
         mu, log_var = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         guidance = self.sample_guidance(mu, log_var)
         target_embedding = self.item_embedding(interaction[self.POS_ITEM_ID])
+        if self.detach_target:
+            target_embedding = target_embedding.detach()
         timesteps = self.diffusion.sample_timesteps(target_embedding.size(0), target_embedding.device)
         noisy_embedding = self.diffusion.q_sample(target_embedding, timesteps)
         reconstruction = self.reconstruction_loss(self.denoise(noisy_embedding, guidance, timesteps), target_embedding)

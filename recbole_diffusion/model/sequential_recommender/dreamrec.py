@@ -14,7 +14,14 @@ chain from Gaussian noise and ranks all items by inner product with the generate
 Config keys (defaults and comments in ``properties/model/DreamRec.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
     layer_norm_eps, initializer_range, denoiser_type, diffusion_steps, beta_schedule, beta_start, beta_end,
-    p_uncond, guidance_weight, inference_steps, ddim_eta.
+    p_uncond, guidance_weight, inference_steps, ddim_eta, detach_target, item_emb_path.
+
+Embedding collapse (``recbole_diffusion.collapse``): the official loss regresses onto the *trainable* target
+embedding, so it can fall by shrinking the targets, the popular ones most, and inner-product ranking then favours
+rare items (below chance on ml-100k, here and with the official code). Two options, off by default (official
+behaviour), stop it: ``detach_target`` (no gradient through the target embedding; the table still learns through the
+history encoder) and ``item_emb_path`` (frozen item embeddings from a ``.npy`` file, as successor papers denoise
+fixed embeddings). The plugin's trainer warns when the norms of popular targets collapse.
 
 Differences from the official code: the encoder is RecBole's SASRec block (post-LayerNorm, FFN by linear layers)
 with the official size (1 layer, 1 head, FFN width = hidden size); dropout is off at inference (the official code
@@ -30,8 +37,14 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, guided_output
-from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding, init_normal_weights
+from recbole_diffusion.model.layers import (
+    SequenceEncoder,
+    StepEmbedding,
+    init_item_embedding,
+    init_normal_weights,
+)
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import boolean
 
 DENOISER_TYPES = ("mlp1", "mlp2")
 
@@ -39,6 +52,7 @@ DENOISER_TYPES = ("mlp1", "mlp2")
 @register_model
 class DreamRec(SequentialRecommender):
     input_type = InputType.POINTWISE
+    target_embedding_table = "item_embedding"  # what the loss regresses onto: checked for collapse
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -48,6 +62,7 @@ class DreamRec(SequentialRecommender):
         self.guidance_weight = config["guidance_weight"]
         self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
+        self.detach_target = boolean("detach_target", config["detach_target"])
         denoiser_type = config["denoiser_type"]
         if denoiser_type not in DENOISER_TYPES:
             raise ValueError(f"denoiser_type must be one of {DENOISER_TYPES}, got {denoiser_type!r}")
@@ -71,7 +86,7 @@ class DreamRec(SequentialRecommender):
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
         self.diffusion.check_inference_steps(self.inference_steps)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
-        nn.init.normal_(self.item_embedding.weight, std=1.0)
+        init_item_embedding(self.item_embedding, config["item_emb_path"])
 
     def forward(self, item_seq, item_seq_len):
         """The guidance ``c``: the encoder state at the last item of each history, ``[batch, hidden]``."""
@@ -88,6 +103,8 @@ class DreamRec(SequentialRecommender):
         unconditional = torch.rand(guidance.size(0), device=guidance.device) < self.p_uncond
         guidance = torch.where(unconditional[:, None], self.null_guidance.expand_as(guidance), guidance)
         target_embedding = self.item_embedding(interaction[self.POS_ITEM_ID])
+        if self.detach_target:
+            target_embedding = target_embedding.detach()
         timesteps = self.diffusion.sample_timesteps(target_embedding.size(0), target_embedding.device)
         noisy_embedding = self.diffusion.q_sample(target_embedding, timesteps)
         return F.mse_loss(self.denoise(noisy_embedding, guidance, timesteps), target_embedding)
