@@ -32,6 +32,11 @@
 * ``TraditionalTrainer`` (EASE, Pop, ItemKNN, ...) trains one epoch but keeps ``eval_step`` from the config, so with
   ``eval_step > 1`` it never validated, never saved a checkpoint, and ``evaluate(load_best_model=True)`` raised
   FileNotFoundError; its ``eval_step`` is now capped at its one epoch.
+* ``Pop`` counted an item once per training batch however often it occurs there (``item_cnt[item] =
+  item_cnt[item] + 1`` with repeated indices adds 1 once), so with large batches every popular item saturated at the
+  number of batches and the popularity order was lost; it now counts every occurrence. (RecBole's default negative
+  sampling also put one random item per interaction into the counts: the plugin's ``properties/model/Pop.yaml``
+  turns it off.)
 """
 
 import contextlib
@@ -265,6 +270,14 @@ def _with_eval_step_within_epochs(init):
     return wrapper
 
 
+def _pop_calculate_loss(self, interaction):
+    """RecBole's ``Pop.calculate_loss``, adding every occurrence of an item in the batch to its count."""
+    item = interaction[self.ITEM_ID]
+    self.item_cnt.index_add_(0, item, torch.ones_like(item).unsqueeze(1))
+    self.max_cnt = torch.max(self.item_cnt, dim=0)[0]
+    return torch.nn.Parameter(torch.zeros(1)).to(self.device)
+
+
 def restore_dok_update():
     """Give ``scipy.sparse.dok_matrix`` back the ``_update(entries)`` method that RecBole's graph models call."""
     if not hasattr(scipy.sparse.dok_matrix, "_update"):
@@ -282,6 +295,7 @@ def apply():
     import recbole.trainer.hyper_tuning as hyper_tuning_module  # imports hyperopt only when a search runs
     import recbole.trainer.trainer as trainer_module
     from recbole.model.abstract_recommender import AbstractRecommender
+    from recbole.model.general_recommender.pop import Pop
 
     dataset_module.Dataset._fill_nan = _fill_nan
     # The one remaining chained in-place fillna in _load_feat is harmless now (its cells are already filled).
@@ -294,6 +308,7 @@ def apply():
     traditional = trainer_module.TraditionalTrainer
     traditional.__init__ = _with_eval_step_within_epochs(traditional.__init__)
     AbstractRecommender.load_other_parameter = _load_other_parameter
+    Pop.calculate_loss = _pop_calculate_loss
     trainer_module.DistributedDataParallel = _distributed_data_parallel
     hyper_tuning_module.np = _numpy_for_recbole_hyper_tuning()
     restore_dok_update()

@@ -205,3 +205,17 @@ def test_extra_state_round_trip_keeps_types_and_values():
     np.testing.assert_array_equal(restored["nested"][0], np.ones(2))
     assert restored["nested"][1] == (None, 1.5)
     assert restored["layer"] == "__submodule_in_state_dict__"  # skipped on load: its weights are in the state_dict
+
+
+def test_pop_counts_every_occurrence_of_an_item_and_no_negatives(tiny_config):
+    """RecBole's Pop added 1 to an item once per batch however often it occurred there; with small batches of the
+    markov data items recur within a batch. The plugin's Pop.yaml turns off the negative sampling it would count."""
+    config = Config(model="Pop", dataset="markov", config_dict={**tiny_config, "train_batch_size": 64})
+    assert config["train_neg_sample_args"]["distribution"] == "none"
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+    model = get_model("Pop")(config, train_data._dataset)
+    get_trainer(config["MODEL_TYPE"], config["model"])(config, model).fit(train_data, valid_data, saved=False)
+    items = train_data._dataset.inter_feat[train_data._dataset.iid_field]
+    assert len(items) > len(torch.unique(items)) * 2  # items recur, so some recur within a batch of 64
+    assert torch.equal(model.item_cnt[:, 0], torch.bincount(items, minlength=model.n_items))
