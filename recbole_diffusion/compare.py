@@ -11,7 +11,10 @@ the validation split, the best checkpoint tested) and keeps, from that test, per
   the very test evaluation whose means are in ``metrics.csv`` (so stochastic samplers agree with the table);
 * ``significance.csv``: each model against the best baseline, paired t-test and Wilcoxon signed-rank test over
   the test users (each user's value averaged over the seeds);
-* ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, the p-values on the
+* ``chance.csv``: per seed, the expected value of every accuracy metric (hit, recall, ndcg, mrr, precision) under a
+  uniformly random ranking of the same test users and candidate items (:func:`chance_metrics`);
+* ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, accuracy cells below the
+  popularity model marked ``†`` and below chance ``‡``, a row with the chance values, the p-values on the
   validation metric, parameters, training seconds per epoch, inference users per second and peak memory; below
   it, one line per model with its own config files (``model_config_files``);
 * ``accuracy_vs_<metric>.png``: the validation metric against each diversity metric of the run (ILD,
@@ -20,8 +23,10 @@ the validation split, the best checkpoint tested) and keeps, from that test, per
   ``inference_steps`` setting, the trained model tested again with each sampler of ``inference_step_grid`` (the full
   DDPM chain, DDIM with 50/20/10/5 steps by default): every test metric and the full-sort users per second.
 
-A *baseline* is any model that is not one of this plugin's models (RecBole's SASRec, GRU4Rec, ...); the best
-baseline is the one with the highest mean test value of ``valid_metric``.
+Every comparison includes a popularity model, first in the list unless the user named it: the plugin's
+``SequentialPop`` among sequential models, RecBole's ``Pop`` otherwise. A *baseline* is that popularity model or any
+model that is not one of this plugin's models (RecBole's SASRec, GRU4Rec, ...); the best baseline is the one with
+the highest mean test value of ``valid_metric``.
 """
 
 import inspect
@@ -59,6 +64,11 @@ STEP_GRID_KEY = "inference_step_grid"
 DIVERSITY_METRICS = ("ild", "categorycoverage", "itemcoverage", "shannonentropy", "giniindex", "tailpercentage")
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
 CONFIG_FILES_COLUMN = "config_files"
+SEQUENTIAL_POPULARITY, GENERAL_POPULARITY = "SequentialPop", "Pop"
+POPULARITY_MODELS = (SEQUENTIAL_POPULARITY, GENERAL_POPULARITY)
+ACCURACY_METRICS = ("hit", "recall", "ndcg", "mrr", "precision")
+BELOW_POPULARITY, BELOW_CHANCE = "†", "‡"
+CHANCE_ROW = "random ranking (expected)"
 PROC_CLEAR_REFS, PROC_STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 
 
@@ -75,7 +85,8 @@ def compare(
 
     Args:
         models (list of str): at least one model name, no repeats; plugin and RecBole models may be mixed as long
-            as they read the same kind of data (e.g. all sequential).
+            as they read the same kind of data (e.g. all sequential). The popularity model (``SequentialPop`` or
+            ``Pop``) is put first unless it is named here.
         dataset (str): dataset name.
         seeds (list of int): one training run per model and seed; the seed also drives the split where it is
             random, so every model of one seed sees the identical split.
@@ -94,9 +105,13 @@ def compare(
     model_config_files = _checked_model_config_files(model_config_files, models)
     files_of = {name: [*(config_file_list or []), *model_config_files.get(name, [])] for name in models}
 
-    def run_config(name, seed):
-        run_config_dict = {**(config_dict or {}), "seed": seed}
-        return Config(model=name, dataset=dataset, config_file_list=files_of[name], config_dict=run_config_dict)
+    def run_config(name, seed, **overrides):
+        run_config_dict = {**(config_dict or {}), "seed": seed, **overrides}
+        config = Config(model=name, dataset=dataset, config_file_list=files_of[name], config_dict=run_config_dict)
+        embedding_ild = "ild" in map(str.lower, config["metrics"]) and not config["diversity_category_field"]
+        if name in POPULARITY_MODELS and embedding_ild:  # ILD of item embeddings: a popularity model has none
+            return run_config(name, seed, metrics=[metric for metric in config["metrics"] if metric.lower() != "ild"])
+        return config
 
     runs = [(seed, name, run_config(name, seed)) for seed in seeds for name in models]
     for _, _, config in runs:  # every setting checked before anything trains
@@ -105,23 +120,30 @@ def compare(
     report_dir = _new_report_dir(Path(output_dir) / dataset)
     (report_dir / "per_user").mkdir()
 
-    rows, step_rows = [], []
+    rows, step_rows, chance_rows = [], [], {}
     for seed, model_name, config in runs:
-        row, per_user, sampler_rows = _train_and_score(config)
+        row, per_user, sampler_rows, chance = _train_and_score(config)
+        chance_rows.setdefault(seed, {"seed": seed, **chance})  # every model of one seed has the same test users
         files = " ".join(map(str, files_of[model_name]))
         rows.append({"model": model_name, "seed": seed, **row, CONFIG_FILES_COLUMN: files})
         step_rows += [{"model": model_name, "seed": seed, **sampler_row} for sampler_row in sampler_rows]
         np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
 
     metrics = pd.DataFrame(rows)
+    last = [column for column in (*EFFICIENCY_COLUMNS, CONFIG_FILES_COLUMN) if column in metrics]
+    metrics = metrics[[column for column in metrics.columns if column not in last] + last]  # after every metric
     metrics.to_csv(report_dir / "metrics.csv", index=False)
+    chance = pd.DataFrame(chance_rows.values())
+    chance.to_csv(report_dir / "chance.csv", index=False)
     per_user_means = {model: _per_user_mean(report_dir, model, seeds) for model in models}
-    baseline = best_baseline(
-        metrics, valid_metric, [model for model in models if not is_plugin_model(get_model(model))]
-    )
+    baseline = best_baseline(metrics, valid_metric, [model for model in models if is_baseline(model)])
     significance = significance_table(per_user_means, baseline)
     significance.to_csv(report_dir / "significance.csv", index=False)
-    table = markdown_table(metrics, significance, valid_metric, baseline, model_config_files)
+    popularity = next(model for model in models if model in POPULARITY_MODELS)
+    chance_means = chance.drop(columns=["seed", "n_users"]).mean().to_dict()
+    table = markdown_table(
+        metrics, significance, valid_metric, baseline, model_config_files, popularity=popularity, chance=chance_means
+    )
     (report_dir / "table.md").write_text(table)
     plot_accuracy_vs_diversity(metrics, valid_metric, report_dir)
     if step_rows:
@@ -149,11 +171,20 @@ def _checked_models(models):
     sequential = [name for name in models if get_model(name).type == ModelType.SEQUENTIAL]
     if sequential and len(sequential) < len(models):
         others = [name for name in models if name not in sequential]
-        raise CompareInputError(
+        message = (
             f"models: sequential ({', '.join(sequential)}) and non-sequential ({', '.join(others)}) models read "
             "different data and splits; compare them in separate runs"
         )
-    return models
+        if GENERAL_POPULARITY in others:
+            message += f"; the popularity model of a sequential comparison is {SEQUENTIAL_POPULARITY}, added by itself"
+        raise CompareInputError(message)
+    popularity = SEQUENTIAL_POPULARITY if sequential else GENERAL_POPULARITY
+    return models if popularity in models else [popularity, *models]
+
+
+def is_baseline(model_name):
+    """Whether ``model_name`` is a baseline of a comparison: a popularity model or any non-plugin model."""
+    return model_name in POPULARITY_MODELS or not is_plugin_model(get_model(model_name))
 
 
 def _checked_seeds(seeds):
@@ -207,7 +238,8 @@ def _new_report_dir(parent):
 def _train_and_score(config):
     """Train, test the best checkpoint, and keep the per-user values and the speed of that very test.
 
-    Returns the metrics row, the per-user arrays and one row per sampler of :func:`_test_inference_steps`.
+    Returns the metrics row, the per-user arrays, one row per sampler of :func:`_test_inference_steps` and the
+    chance values of the test split (:func:`chance_metrics`).
     """
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
@@ -235,7 +267,8 @@ def _train_and_score(config):
         "inference_users_per_second": test_record["users"] / test_record["seconds"],
         "peak_memory_mb": _peak_memory_mb(cuda_device),
     }
-    return row, per_user, _test_inference_steps(trainer, test_data, test_record, config)
+    sampler_rows = _test_inference_steps(trainer, test_data, test_record, config)
+    return row, per_user, sampler_rows, chance_metrics(test_data, config)
 
 
 def inference_step_grid(model, grid):
@@ -354,6 +387,68 @@ def per_user_topk_metrics(data, config):
     return per_user
 
 
+def chance_metrics(test_data, config):
+    """The expected value of every accuracy top-K metric of ``config`` (hit, recall, ndcg, mrr, precision) under a
+    uniformly random ranking of the candidates of ``test_data`` (a full-sort loader), averaged over its test users;
+    ``n_users`` is their number. See :func:`chance_inputs` and :func:`expected_random_metric`.
+    """
+    positives, candidates = chance_inputs(test_data)
+    values = {"n_users": len(positives)}
+    for name in config["metrics"]:
+        if name.lower() in ACCURACY_METRICS:
+            for k in config["topk"]:
+                values[f"{name.lower()}@{k}"] = float(expected_random_metric(name, k, positives, candidates).mean())
+    return values
+
+
+def chance_inputs(test_data):
+    """Per test user (row) of the full-sort loader ``test_data``: the number of test items T and of candidates N.
+
+    Candidates are all items but the padding item and what the evaluator masks. RecBole's sequential full sort has
+    one test item per row and masks nothing else: T = 1, N = item_num - 1. The general one masks the user's
+    ``uid2history_item`` (for the test phase, the training and validation items that are not test items).
+    """
+    item_num = test_data._dataset.item_num
+    if test_data.is_sequential:
+        rows = len(test_data._dataset)
+        return np.ones(rows, dtype=np.int64), np.full(rows, item_num - 1, dtype=np.int64)
+    users = test_data.uid_list.tolist()
+    positives = np.array([len(test_data.uid2positive_item[user]) for user in users])
+    masked = np.array([len(test_data.uid2history_item[user]) for user in users])
+    return positives, item_num - 1 - masked
+
+
+def expected_random_metric(metric, k, positives, candidates):
+    """The exact expectation of ``metric@k`` as RecBole computes it (Hit, Recall, NDCG, MRR, Precision) when
+    ``candidates`` items, ``positives`` of them relevant, are ranked uniformly at random; one value per user.
+
+    With P(no relevant item in the top r) = prod_{i<r} (N-T-i)/(N-i): Hit = 1 - P(none in the top k); MRR = sum over
+    r <= k of P(first relevant at rank r) / r; Recall = min(k, N)/N; Precision = T min(k, N)/(N k); NDCG = (T/N)
+    sum_{r <= min(k, N)} 1/log2(r+1) over RecBole's ideal DCG, sum_{r <= min(T, k)} 1/log2(r+1).
+    """
+    t = np.asarray(positives, dtype=float)
+    n = np.asarray(candidates, dtype=float)
+    before = np.arange(k)  # i = r - 1 items ranked above rank r
+    remaining_irrelevant = n[:, None] - t[:, None] - before
+    factors = np.where(remaining_irrelevant > 0, remaining_irrelevant / np.maximum(n[:, None] - before, 1), 0.0)
+    none_in_top = np.cumprod(factors, axis=1)  # column r - 1: P(no relevant item in the top r)
+    shown = np.minimum(k, n)  # ranks that hold a candidate; masked items fill the rest
+    metric = metric.lower()
+    if metric == "hit":
+        return 1 - none_in_top[:, -1]
+    if metric == "recall":
+        return shown / n
+    if metric == "precision":
+        return t * shown / (n * k)
+    if metric == "mrr":
+        first_at = np.hstack([np.ones((len(t), 1)), none_in_top[:, :-1]]) - none_in_top
+        return (first_at / (before + 1)).sum(axis=1)
+    if metric == "ndcg":
+        discounted = np.concatenate([[0.0], np.cumsum(1 / np.log2(before + 2))])  # [j]: sum of the first j
+        return t / n * discounted[shown.astype(int)] / discounted[np.minimum(t, k).astype(int)]
+    raise ValueError(f"expected_random_metric: no chance level for {metric!r}; known: {', '.join(ACCURACY_METRICS)}")
+
+
 def _per_user_mean(report_dir, model, seeds):
     """Per-user values of ``model`` averaged over the seeds, indexed by user id (users tested in every seed)."""
     frames = []
@@ -416,9 +511,15 @@ def significance_table(per_user_means, baseline):
     return pd.DataFrame(rows, columns=columns)
 
 
-def markdown_table(metrics, significance, valid_metric, baseline, model_config_files=None):
+def markdown_table(
+    metrics, significance, valid_metric, baseline, model_config_files=None, popularity=None, chance=None
+):
     """Mean ± std over seeds per model, best in bold, p-values on ``valid_metric`` against ``baseline``; below the
     note, one line per model of ``model_config_files`` (model -> its own config files).
+
+    Accuracy cells (hit, recall, ndcg, mrr, precision) whose mean is below that of the ``popularity`` model are
+    marked ``†``, those below ``chance`` (metric column -> expected value of a random ranking, shown in a last row)
+    ``‡``; the popularity model's own row is only compared with chance.
     """
     other_columns = ("model", "seed", CONFIG_FILES_COLUMN, *EFFICIENCY_COLUMNS)
     metric_columns = [column for column in metrics.columns if column not in other_columns]
@@ -427,6 +528,12 @@ def markdown_table(metrics, significance, valid_metric, baseline, model_config_f
     best = {
         column: means[column].min() if _smaller_is_better(column) else means[column].max() for column in metric_columns
     }
+    floors = {column: {} for column in metric_columns if column.split("@")[0] in ACCURACY_METRICS}
+    for column, floor in floors.items():
+        if popularity in means.index:
+            floor[BELOW_POPULARITY] = means.loc[popularity, column]
+        if chance and column in chance:
+            floor[BELOW_CHANCE] = chance[column]
     on_valid_metric = significance[significance["metric"] == valid_metric].set_index("model")
     header = [
         "model",
@@ -443,8 +550,18 @@ def markdown_table(metrics, significance, valid_metric, baseline, model_config_f
     for model, group in grouped:
         cells = [model + (" (best baseline)" if model == baseline else ""), str(len(group))]
         for column in metric_columns:
-            text = f"{means.loc[model, column]:.4f} ± {stds.loc[model, column]:.4f}"
-            cells.append(f"**{text}**" if means.loc[model, column] == best[column] else text)
+            mean = means.loc[model, column]
+            if pd.isna(mean):  # not measured for this model (embedding ILD of a popularity model)
+                cells.append("—")
+                continue
+            text = f"{mean:.4f} ± {stds.loc[model, column]:.4f}"
+            text = f"**{text}**" if mean == best[column] else text
+            marks = "".join(
+                mark
+                for mark, floor in floors.get(column, {}).items()
+                if mean < floor and not (mark == BELOW_POPULARITY and model == popularity)
+            )
+            cells.append(f"{text} {marks}" if marks else text)
         if model in on_valid_metric.index:
             cells += [
                 f"{on_valid_metric.loc[model, 't_pvalue']:.3g}",
@@ -459,11 +576,23 @@ def markdown_table(metrics, significance, valid_metric, baseline, model_config_f
             f"{group['peak_memory_mb'].max():.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if chance:
+        chance_cells = [f"{chance[column]:.4f}" if column in chance else "—" for column in metric_columns]
+        other_cells = ["—"] * (len(header) - 2 - len(metric_columns))
+        lines.append("| " + " | ".join([CHANCE_ROW, "—", *chance_cells, *other_cells]) + " |")
     note = (
         f"Mean ± std over seeds. p-values: paired tests over test users against the best baseline ({baseline})."
         if baseline is not None
-        else "No baseline (non-plugin model) in this run, so no significance tests."
+        else "No baseline (popularity or non-plugin model) in this run, so no significance tests."
     )
+    if popularity in means.index:
+        note += f" {BELOW_POPULARITY}: mean below the popularity model's ({popularity}) in that accuracy metric."
+    if chance:
+        note += (
+            f" {BELOW_CHANCE}: mean below chance, the expected value of a uniformly random ranking under the same "
+            f"evaluator (row \"{CHANCE_ROW}\": exact, per test user from its number of test items and of candidate "
+            "items, averaged over the users and the seeds; chance.csv)."
+        )
     if model_config_files:
         own_files = "\n".join(f"- {model}: {' '.join(files)}" for model, files in model_config_files.items())
         note += f"\n\nSettings differ per model; own config files, read after the shared ones:\n\n{own_files}"

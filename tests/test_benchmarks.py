@@ -198,7 +198,7 @@ def harness_configs(models, dataset, files, model_files, tmp_path, monkeypatch):
         values = np.linspace(0.0, 1.0, 5)
         row = {config["valid_metric"].lower(): 0.5, "parameters": 1, "train_seconds_per_epoch": 1.0}
         per_user = {"user_id": np.arange(5), config["valid_metric"].lower(): values}
-        return {**row, "inference_users_per_second": 1.0, "peak_memory_mb": 1.0}, per_user, []
+        return {**row, "inference_users_per_second": 1.0, "peak_memory_mb": 1.0}, per_user, [], {"n_users": 5}
 
     monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
     compare_module.compare(

@@ -1,5 +1,7 @@
-"""The comparison harness: two models and two seeds end to end, the paired tests against scipy, input errors."""
+"""The comparison harness: two models (and the popularity model it adds) and two seeds end to end, the paired tests
+against scipy, the chance levels against Monte Carlo, the marks of the table, input errors."""
 
+import inspect
 import re
 from pathlib import Path
 
@@ -7,27 +9,36 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from recbole.evaluator.register import metrics_dict
 from recbole.trainer import Trainer
 from scipy import stats
 
 import run_recbole_diffusion
+from recbole_diffusion import Config
 from recbole_diffusion import compare as compare_module
 from recbole_diffusion.compare import (
+    CHANCE_ROW,
     STEP_GRID_KEY,
     CompareInputError,
+    _checked_models,
     _record_evaluation,
     _test_inference_steps,
     best_baseline,
     compare,
+    expected_random_metric,
+    is_baseline,
+    markdown_table,
     paired_tests,
     plot_accuracy_vs_diversity,
     significance_table,
 )
-from tests.conftest import build_model, run_script, script_args
+from tests.conftest import N_ITEMS, build_model, markov_sequences, run_script, script_args
 from tests.sequential_configs import DREAMREC_SMALL
 
 MODELS = ["DreamRec", "GRU4Rec"]
+ALL_MODELS = ["SequentialPop", *MODELS]  # compare puts the popularity model first
 SEEDS = [2020, 2021]
+ACCURACY = ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@5", "mrr@10"]
 
 
 def compare_config(data_path, checkpoint_dir):
@@ -62,6 +73,7 @@ def test_report_folder_holds_every_file(report_dir):
     assert sorted(path.name for path in report_dir.iterdir()) == [
         "accuracy_vs_ild_at_10.png",
         "accuracy_vs_ild_at_5.png",
+        "chance.csv",
         "inference_steps.csv",
         "metrics.csv",
         "ndcg_at_10_vs_inference_steps.png",
@@ -69,13 +81,13 @@ def test_report_folder_holds_every_file(report_dir):
         "significance.csv",
         "table.md",
     ]
-    expected = sorted(f"{model}_seed{seed}.npz" for model in MODELS for seed in SEEDS)
+    expected = sorted(f"{model}_seed{seed}.npz" for model in ALL_MODELS for seed in SEEDS)
     assert sorted(path.name for path in (report_dir / "per_user").iterdir()) == expected
 
 
 def test_metrics_csv_has_one_row_per_model_and_seed(report_dir):
     metrics = pd.read_csv(report_dir / "metrics.csv")
-    assert sorted(zip(metrics["model"], metrics["seed"])) == sorted((m, s) for m in MODELS for s in SEEDS)
+    assert list(zip(metrics["model"], metrics["seed"])) == [(m, s) for s in SEEDS for m in ALL_MODELS]
     for column in ["hit@5", "hit@10", "ndcg@10", "mrr@10", "parameters", "train_seconds_per_epoch"]:
         assert column in metrics.columns
     assert (metrics[["inference_users_per_second", "peak_memory_mb", "parameters"]] > 0).all().all()
@@ -85,19 +97,28 @@ def test_per_user_means_equal_recbole_metrics_on_the_same_users(report_dir):
     metrics = pd.read_csv(report_dir / "metrics.csv").set_index(["model", "seed"])
     for seed in SEEDS:
         users = []
-        for model in MODELS:
+        for model in ALL_MODELS:
             with np.load(report_dir / "per_user" / f"{model}_seed{seed}.npz") as arrays:
                 users.append(np.sort(arrays["user_id"]))
                 assert len(arrays["user_id"]) == 300
                 for metric in ["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10"]:
                     assert arrays[metric].mean() == pytest.approx(metrics.loc[(model, seed), metric], abs=1e-4)
-        np.testing.assert_array_equal(users[0], users[1])  # the identical split
+        for other in users[1:]:
+            np.testing.assert_array_equal(users[0], other)  # the identical split
 
 
-def test_significance_csv_compares_dreamrec_with_the_baseline(report_dir):
+def best_of(report_dir, baselines, metric="ndcg@10"):
+    means = pd.read_csv(report_dir / "metrics.csv").groupby("model")[metric].mean()
+    return means[baselines].idxmax()
+
+
+def test_significance_csv_compares_the_others_with_the_best_baseline(report_dir):
+    """GRU4Rec (a RecBole model) and SequentialPop (the popularity model) are baselines, DreamRec is not."""
     significance = pd.read_csv(report_dir / "significance.csv")
-    assert set(significance["model"]) == {"DreamRec"} and set(significance["baseline"]) == {"GRU4Rec"}
-    assert sorted(significance["metric"]) == sorted(["hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@5", "mrr@10"])
+    baseline = best_of(report_dir, ["GRU4Rec", "SequentialPop"])
+    assert set(significance["baseline"]) == {baseline}
+    assert set(significance["model"]) == set(ALL_MODELS) - {baseline}
+    assert sorted(significance["metric"]) == sorted(ACCURACY * 2)  # per compared model
     assert (significance["n_users"] == 300).all()
     assert significance[["t_pvalue", "wilcoxon_pvalue"]].apply(lambda p: p.between(0, 1)).all().all()
 
@@ -107,12 +128,126 @@ def test_table_shows_mean_std_best_and_p_values(report_dir):
     metrics = pd.read_csv(report_dir / "metrics.csv")
     lines = table.splitlines()
     assert lines[0].startswith("| model | seeds | hit@5 |") and "t-test p (ndcg@10)" in lines[0]
+    assert lines[2].startswith("| SequentialPop") and lines[-3].startswith(f"| {CHANCE_ROW} |")
     dreamrec_row = next(line for line in lines if line.startswith("| DreamRec |"))
-    baseline_row = next(line for line in lines if line.startswith("| GRU4Rec (best baseline) |"))
+    baseline = best_of(report_dir, ["GRU4Rec", "SequentialPop"])
+    baseline_row = next(line for line in lines if line.startswith(f"| {baseline} (best baseline) |"))
     ndcg = metrics[metrics["model"] == "DreamRec"]["ndcg@10"]
     assert f"{ndcg.mean():.4f} ± {ndcg.std(ddof=0):.4f}" in dreamrec_row
     assert "**" in table
     assert baseline_row.count("—") == 2 and dreamrec_row.count("—") == 0
+
+
+def test_table_marks_follow_the_popularity_model_and_chance(report_dir):
+    """Every accuracy cell is marked † exactly when its mean is below SequentialPop's, ‡ below chance.csv's mean."""
+    means = pd.read_csv(report_dir / "metrics.csv").groupby("model")[ACCURACY].mean()
+    chance = pd.read_csv(report_dir / "chance.csv")[ACCURACY].mean()
+    cells = table_cells((report_dir / "table.md").read_text())
+    for model in ALL_MODELS:
+        for column in ACCURACY:
+            cell = cells[model][column]
+            below_popularity = means.loc[model, column] < means.loc["SequentialPop", column]
+            assert ("†" in cell) == (below_popularity and model != "SequentialPop"), (model, column, cell)
+            assert ("‡" in cell) == (means.loc[model, column] < chance[column]), (model, column, cell)
+    assert cells[CHANCE_ROW]["ndcg@10"] == f"{chance['ndcg@10']:.4f}" and cells[CHANCE_ROW]["ild@10"] == "—"
+
+
+def test_chance_csv_holds_the_exact_sequential_chance_per_seed(report_dir):
+    """RecBole's sequential full sort masks only the padding item: one test item among item_num - 1 candidates."""
+    chance = pd.read_csv(report_dir / "chance.csv")
+    assert list(chance["seed"]) == SEEDS and (chance["n_users"] == 300).all()
+    assert set(chance.columns) == {"seed", "n_users", *ACCURACY}  # no chance for ILD
+    discounts = 1 / np.log2(np.arange(2, 12))
+    for k in (5, 10):
+        assert chance[f"hit@{k}"].to_list() == pytest.approx([k / N_ITEMS] * 2, rel=1e-12)
+        assert chance[f"ndcg@{k}"].to_list() == pytest.approx([discounts[:k].sum() / N_ITEMS] * 2, rel=1e-12)
+        assert chance[f"mrr@{k}"].to_list() == pytest.approx([(1 / np.arange(1, k + 1)).sum() / N_ITEMS] * 2)
+
+
+def table_cells(table):
+    """``{row label without " (best baseline)": {column: cell}}`` of a ``table.md``."""
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[1:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].removesuffix(" (best baseline)")] = dict(zip(header, cells))
+    return rows
+
+
+def hand_made_metrics():
+    """Two seeds of three models: Good beats the popularity model in hit@10 only, Bad is below it everywhere."""
+    values = {
+        "SequentialPop": {"hit@10": 0.15, "ndcg@10": 0.10, "itemcoverage@10": 0.20},
+        "Good": {"hit@10": 0.40, "ndcg@10": 0.05, "itemcoverage@10": 0.30},
+        "Bad": {"hit@10": 0.10, "ndcg@10": 0.02, "itemcoverage@10": 0.01},
+    }
+    efficiency = {"parameters": 1, "train_seconds_per_epoch": 1.0, "inference_users_per_second": 1.0}
+    rows = [
+        {"model": model, "seed": seed, **metrics, **efficiency, "peak_memory_mb": 1.0}
+        for seed in (1, 2)
+        for model, metrics in values.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+NO_SIGNIFICANCE = pd.DataFrame(columns=["model", "metric", "t_pvalue", "wilcoxon_pvalue"])
+
+
+def test_markdown_table_marks_exactly_the_cells_below_popularity_and_chance():
+    metrics = hand_made_metrics()
+    chance = {"hit@10": 0.2, "ndcg@10": 0.04}
+    table = markdown_table(
+        metrics, NO_SIGNIFICANCE, "ndcg@10", "SequentialPop", popularity="SequentialPop", chance=chance
+    )
+    cells = table_cells(table)
+    assert cells["SequentialPop"]["hit@10"] == "0.1500 ± 0.0000 ‡"  # the popularity row: against chance only
+    assert cells["SequentialPop"]["ndcg@10"] == "**0.1000 ± 0.0000**"
+    assert cells["Good"]["hit@10"] == "**0.4000 ± 0.0000**" and cells["Good"]["ndcg@10"] == "0.0500 ± 0.0000 †"
+    assert cells["Bad"]["hit@10"] == "0.1000 ± 0.0000 †‡" and cells["Bad"]["ndcg@10"] == "0.0200 ± 0.0000 †‡"
+    assert cells["Bad"]["itemcoverage@10"] == "0.0100 ± 0.0000"  # a diversity metric: never marked
+    assert cells[CHANCE_ROW]["hit@10"] == "0.2000" and cells[CHANCE_ROW]["itemcoverage@10"] == "—"
+    assert cells[CHANCE_ROW]["seeds"] == "—" and cells[CHANCE_ROW]["parameters"] == "—"
+    assert "†: mean below the popularity model's (SequentialPop)" in table
+    assert "‡: mean below chance" in table and "chance.csv" in table
+
+
+def test_markdown_table_without_popularity_model_or_chance_has_no_marks():
+    table = markdown_table(hand_made_metrics(), NO_SIGNIFICANCE, "ndcg@10", None)
+    assert "†" not in table and "‡" not in table and CHANCE_ROW not in table
+
+
+@pytest.mark.parametrize(
+    "candidates, positives, k",
+    [(20, 1, 5), (20, 3, 10), (15, 8, 5), (6, 2, 8), (30, 4, 30)],
+    ids=["one-positive", "several", "more-positives-than-k", "k-beyond-the-candidates", "k-all"],
+)
+def test_chance_formulas_match_recbole_metrics_on_random_permutations(candidates, positives, k, tiny_config):
+    """RecBole's own metric code on 100,000 uniformly random rankings agrees with the closed forms within five
+    standard errors (exactly where the metric does not vary)."""
+    Config(model="SequentialPop", dataset="markov", config_dict=tiny_config)  # RecBole's metrics need np.float
+    rng = np.random.default_rng(0)
+    draws = 100_000
+    relevant = rng.random((draws, candidates)).argsort(axis=1) < positives  # items 0..T-1 relevant, random order
+    pos_index = np.zeros((draws, k), dtype=bool)  # ranks past the candidates hold masked items, never relevant
+    pos_index[:, : min(k, candidates)] = relevant[:, :k]
+    pos_len = np.full(draws, positives)
+    for name in ["hit", "recall", "ndcg", "mrr", "precision"]:
+        metric = metrics_dict[name]({"metric_decimal_place": 4, "topk": [k]})
+        arguments = (pos_index, pos_len)[: len(inspect.signature(metric.metric_info).parameters)]
+        simulated = metric.metric_info(*arguments)[:, k - 1]
+        (exact,) = expected_random_metric(name, k, [positives], [candidates])
+        tolerance = 5 * simulated.std() / np.sqrt(draws) + 1e-12
+        assert abs(simulated.mean() - exact) <= tolerance, (name, simulated.mean(), exact)
+
+
+def test_chance_formulas_at_hand_checked_points():
+    assert expected_random_metric("hit", 10, [1, 1], [100, 50]) == pytest.approx([0.1, 0.2])
+    assert expected_random_metric("hit", 2, [2], [4])[0] == pytest.approx(1 - (2 / 4) * (1 / 3))
+    assert expected_random_metric("mrr", 2, [1], [4])[0] == pytest.approx(1 / 4 + (3 / 4) * (1 / 3) / 2)
+    assert expected_random_metric("precision", 5, [3], [30])[0] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="no chance level for 'itemcoverage'"):
+        expected_random_metric("itemcoverage", 5, [1], [10])
 
 
 def test_accuracy_vs_diversity_plot_is_a_non_empty_png(report_dir):
@@ -189,6 +324,15 @@ def test_significance_table_pairs_by_user_id():
     assert significance_table({"Model": model}, None).empty
 
 
+def test_compare_adds_the_popularity_model_of_the_data_first_unless_named():
+    assert _checked_models("DreamRec,GRU4Rec") == ["SequentialPop", "DreamRec", "GRU4Rec"]
+    assert _checked_models(["DiffRec", "EASE"]) == ["Pop", "DiffRec", "EASE"]
+    assert _checked_models(["GRU4Rec", "SequentialPop"]) == ["GRU4Rec", "SequentialPop"]
+    assert _checked_models(["EASE", "Pop"]) == ["EASE", "Pop"]
+    assert all(is_baseline(name) for name in ["SequentialPop", "Pop", "SASRec", "EASE"])
+    assert not any(is_baseline(name) for name in ["DreamRec", "DiffRec", "DiffuRec"])
+
+
 def test_best_baseline_follows_the_metric_direction():
     metrics = pd.DataFrame(
         {
@@ -212,6 +356,7 @@ def test_best_baseline_follows_the_metric_direction():
         (["SASRec"], [1, "2"], "seeds: expected one or more integer seeds"),
         (["SASRec"], [3, 3], "seeds: each seed may appear once"),
         (["DreamRec", "MultiVAE", "SASRec"], [1], r"models: sequential \(DreamRec, SASRec\) and non-sequential"),
+        (["SASRec", "Pop"], [1], "popularity model of a sequential comparison is SequentialPop, added by itself"),
     ],
 )
 def test_bad_arguments_name_the_argument(models, seeds, message, tmp_path):
@@ -242,6 +387,37 @@ def test_a_bad_grid_in_one_models_own_file_stops_the_run_before_any_training(dat
     assert not (tmp_path / "saved").exists() and not (tmp_path / "results").exists()
 
 
+def stub_scores(model, ndcg, chance):
+    """What ``_train_and_score`` returns, for a model whose four test users all score ``ndcg``."""
+    row = {"ndcg@10": ndcg, "parameters": 1, "train_seconds_per_epoch": 1.0, "inference_users_per_second": 1.0}
+    per_user = {"user_id": np.arange(4), "ndcg@10": np.full(4, ndcg)}
+    return {**row, "peak_memory_mb": 1.0}, per_user, [], chance
+
+
+def test_one_sequential_model_is_compared_with_the_popularity_model_and_chance(data_path, tmp_path, monkeypatch):
+    """GRU4Rec alone gets a SequentialPop row; a planted GRU4Rec score below both the popularity model and the chance
+    level (averaged over the seeds) is marked † and ‡. Training is stubbed: only the harness is exercised."""
+    chance_of_seed = {1: 0.25, 2: 0.15}  # mean 0.2, above GRU4Rec's 0.1 and below SequentialPop's 0.3
+
+    def stub_train_and_score(config):
+        chance = {"n_users": 4, "ndcg@10": chance_of_seed[config["seed"]]}
+        return stub_scores(config["model"], {"SequentialPop": 0.3, "GRU4Rec": 0.1}[config["model"]], chance)
+
+    monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
+    config = compare_config(data_path, tmp_path / "saved")
+    report = compare(["GRU4Rec"], "markov", seeds=[1, 2], config_dict=config, output_dir=tmp_path / "results")
+    assert list(pd.read_csv(report / "metrics.csv")["model"]) == ["SequentialPop", "GRU4Rec"] * 2
+    chance = pd.read_csv(report / "chance.csv")
+    assert chance.to_dict("list") == {"seed": [1, 2], "n_users": [4, 4], "ndcg@10": [0.25, 0.15]}
+    cells = table_cells((report / "table.md").read_text())
+    assert list(cells) == ["SequentialPop", "GRU4Rec", CHANCE_ROW]
+    assert cells["GRU4Rec"]["ndcg@10"] == "0.1000 ± 0.0000 †‡"
+    assert cells["SequentialPop"]["ndcg@10"] == "**0.3000 ± 0.0000**"
+    assert cells[CHANCE_ROW]["ndcg@10"] == "0.2000"
+    significance = pd.read_csv(report / "significance.csv")
+    assert set(significance["model"]) == {"GRU4Rec"} and set(significance["baseline"]) == {"SequentialPop"}
+
+
 def write_yaml(path, values):
     path.write_text(yaml.safe_dump(values))
     return str(path)
@@ -256,9 +432,7 @@ def test_model_config_files_reach_only_their_model_above_the_shared_files(data_p
 
     def stub_train_and_score(config):
         configs[config["model"]] = config
-        row = {"ndcg@10": 0.5, "parameters": 1, "train_seconds_per_epoch": 1.0, "inference_users_per_second": 1.0}
-        per_user = {"user_id": np.arange(4), "ndcg@10": np.array([0.0, 1.0, 0.5, 0.5])}
-        return {**row, "peak_memory_mb": 1.0}, per_user, []
+        return stub_scores(config["model"], 0.5, {"n_users": 4, "ndcg@10": 0.1})
 
     monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
     config_dict = {**compare_config(data_path, tmp_path / "saved"), "train_batch_size": 256}
@@ -271,10 +445,11 @@ def test_model_config_files_reach_only_their_model_above_the_shared_files(data_p
         model_config_files={"DreamRec": [own]},
     )
     assert configs["DreamRec"]["learning_rate"] == 0.123 and configs["GRU4Rec"]["learning_rate"] == 0.5
+    assert configs["SequentialPop"]["learning_rate"] == 0.5
     assert configs["DreamRec"]["train_batch_size"] == configs["GRU4Rec"]["train_batch_size"] == 256
     metrics = pd.read_csv(report / "metrics.csv", keep_default_na=False).set_index("model")
     assert metrics.loc["DreamRec", "config_files"] == f"{shared} {own}"
-    assert metrics.loc["GRU4Rec", "config_files"] == shared
+    assert metrics.loc["GRU4Rec", "config_files"] == metrics.loc["SequentialPop", "config_files"] == shared
     table = (report / "table.md").read_text()
     assert table.endswith(f"read after the shared ones:\n\n- DreamRec: {own}\n")
     assert "| GRU4Rec (best baseline) |" in table and "config_files" not in table.splitlines()[0]
@@ -283,7 +458,7 @@ def test_model_config_files_reach_only_their_model_above_the_shared_files(data_p
 @pytest.mark.parametrize(
     "model_config_files, message",
     [
-        (lambda own: {"SASRec": [own]}, r"model_config_files: 'SASRec' is not one of the compared models \(DreamRec, "),
+        (lambda own: {"SASRec": [own]}, r"'SASRec' is not one of the compared models \(SequentialPop, DreamRec, "),
         (lambda own: {"DreamRec": own}, "model_config_files: DreamRec: expected a list of yaml files"),
         (lambda own: {"DreamRec": []}, "model_config_files: DreamRec: expected a list of yaml files"),
         (lambda own: {"DreamRec": [own, "missing.yaml"]}, "model_config_files: DreamRec: no such file: missing.yaml"),
@@ -318,10 +493,10 @@ def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     (report,) = (tmp_path / "results" / "markov").iterdir()
     metrics = pd.read_csv(report / "metrics.csv", keep_default_na=False)
-    assert list(metrics["model"]) == ["DreamRec", "GRU4Rec"] and set(metrics["seed"]) == {2020}
-    assert list(metrics["config_files"]) == ["dreamrec.yaml", ""]
+    assert list(metrics["model"]) == ["SequentialPop", "DreamRec", "GRU4Rec"] and set(metrics["seed"]) == {2020}
+    assert list(metrics["config_files"]) == ["", "dreamrec.yaml", ""]
     assert not (report / "inference_steps.csv").exists()  # DreamRec's own file turned its sampler sweep off
-    for model in ["DreamRec", "GRU4Rec"]:  # each model of the run logs to its own file
+    for model in ["SequentialPop", "DreamRec", "GRU4Rec"]:  # each model of the run logs to its own file
         (log_file,) = (tmp_path / "log" / model).iterdir()
         checkpoints = re.findall(r"saved/(\w+)-", log_file.read_text())
         assert checkpoints and set(checkpoints) == {model}
@@ -397,9 +572,11 @@ def test_cpu_peak_memory_restarts_for_each_model():
     assert _peak_memory_mb(None) < peak_with_block - 300
 
 
-def test_general_models_compare_against_ease(general_config, tmp_path):
-    """General models with EASE as the baseline: EASE's one-epoch trainer must validate and save with eval_step > 1
-    and its numpy/scipy state must reload from the checkpoint (two RecBole 1.2.1 bugs the harness would hit)."""
+def test_general_models_compare_against_pop_and_ease(general_config, tmp_path):
+    """General models with RecBole's Pop added and EASE: their one-epoch trainer must validate and save with
+    eval_step > 1 and EASE's numpy/scipy state must reload from the checkpoint (two RecBole 1.2.1 bugs the harness
+    would hit). The general full sort masks each user's training and validation items: the chance level of
+    Recall@10 is the mean over users of 10 / (items - masked items)."""
     config = {
         **general_config,
         "metrics": ["Recall", "NDCG", "ItemCoverage"],
@@ -412,8 +589,16 @@ def test_general_models_compare_against_ease(general_config, tmp_path):
     }
     report = compare(["DiffRec", "EASE"], "markov", config_dict=config, output_dir=tmp_path / "results")
     metrics = pd.read_csv(report / "metrics.csv")
-    assert list(metrics["model"]) == ["DiffRec", "EASE"]
+    assert list(metrics["model"]) == ["Pop", "DiffRec", "EASE"]
     assert metrics["recall@10"].between(0, 1).all() and metrics["itemcoverage@10"].between(0, 1).all()
     significance = pd.read_csv(report / "significance.csv")
-    assert set(significance["model"]) == {"DiffRec"} and set(significance["baseline"]) == {"EASE"}
+    baseline = best_of(report, ["Pop", "EASE"], "recall@10")
+    assert set(significance["model"]) == {"DiffRec", "Pop", "EASE"} - {baseline}
+    assert set(significance["baseline"]) == {baseline}
+    sequences = markov_sequences()
+    items = len(set().union(*sequences.values()))
+    masked = [len(set(walk)) - 1 for walk in sequences.values()]  # all but the test item, even if it recurs
+    chance = pd.read_csv(report / "chance.csv")
+    assert chance["recall@10"].iloc[0] == pytest.approx(np.mean([10 / (items - m) for m in masked]), rel=1e-12)
+    assert chance["n_users"].iloc[0] == len(sequences) and "itemcoverage@10" not in chance
     assert not (report / "inference_steps.csv").exists()  # DiffRec has no DDIM sampler to sweep
