@@ -15,8 +15,9 @@ the validation split, the best checkpoint tested) and keeps, from that test, per
   uniformly random ranking of the same test users and candidate items (:func:`chance_metrics`);
 * ``table.md``: mean ± std over seeds per model, the best value of each metric in bold, accuracy cells below the
   popularity model marked ``†`` and below chance ``‡``, a row with the chance values, the p-values on the
-  validation metric, parameters, training seconds per epoch, inference users per second and peak memory; below
-  it, one line per model with its own config files (``model_config_files``);
+  validation metric, the norm ratio of embedding collapse (when a model has one), parameters, training seconds per
+  epoch, inference users per second and peak memory; below it, one line per model with its own config files
+  (``model_config_files``);
 * ``accuracy_vs_<metric>.png``: the validation metric against each diversity metric of the run (ILD,
   CategoryCoverage, ItemCoverage, ...), one point per model with its seed-to-seed spread;
 * ``inference_steps.csv`` and ``<valid_metric>_vs_inference_steps.png``: for every diffusion model with an
@@ -49,6 +50,7 @@ from recbole.evaluator.register import metrics_dict, smaller_metrics
 from recbole.utils import ModelType, init_seed
 from scipy import stats
 
+from recbole_diffusion.collapse import target_norm_ratio
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
 from recbole_diffusion.quick_start import _count_parameters
@@ -64,6 +66,7 @@ STEP_GRID_KEY = "inference_step_grid"
 DIVERSITY_METRICS = ("ild", "categorycoverage", "itemcoverage", "shannonentropy", "giniindex", "tailpercentage")
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
 CONFIG_FILES_COLUMN = "config_files"
+NORM_RATIO_COLUMN = "target_norm_ratio"
 SEQUENTIAL_POPULARITY, GENERAL_POPULARITY = "SequentialPop", "Pop"
 POPULARITY_MODELS = (SEQUENTIAL_POPULARITY, GENERAL_POPULARITY)
 ACCURACY_METRICS = ("hit", "recall", "ndcg", "mrr", "precision")
@@ -130,7 +133,7 @@ def compare(
         np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
 
     metrics = pd.DataFrame(rows)
-    last = [column for column in (*EFFICIENCY_COLUMNS, CONFIG_FILES_COLUMN) if column in metrics]
+    last = [column for column in (NORM_RATIO_COLUMN, *EFFICIENCY_COLUMNS, CONFIG_FILES_COLUMN) if column in metrics]
     metrics = metrics[[column for column in metrics.columns if column not in last] + last]  # after every metric
     metrics.to_csv(report_dir / "metrics.csv", index=False)
     chance = pd.DataFrame(chance_rows.values())
@@ -238,8 +241,9 @@ def _new_report_dir(parent):
 def _train_and_score(config):
     """Train, test the best checkpoint, and keep the per-user values and the speed of that very test.
 
-    Returns the metrics row, the per-user arrays, one row per sampler of :func:`_test_inference_steps` and the
-    chance values of the test split (:func:`chance_metrics`).
+    Returns the metrics row (with the best checkpoint's ``target_norm_ratio``, NaN for a model without a monitored
+    target table), the per-user arrays, one row per sampler of :func:`_test_inference_steps` and the chance values
+    of the test split (:func:`chance_metrics`).
     """
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
@@ -258,10 +262,12 @@ def _train_and_score(config):
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     test_record = _record_evaluation(trainer, cuda_device)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    norm_ratio = target_norm_ratio(trainer.model, train_data._dataset)
     user_ids = torch.cat([batch[0][config["USER_ID_FIELD"]] for batch in test_data]).numpy()
     per_user = {"user_id": user_ids, **per_user_topk_metrics(test_record["data"], config)}
     row = {
         **test_result,
+        NORM_RATIO_COLUMN: np.nan if norm_ratio is None else norm_ratio,
         "parameters": _count_parameters(model),
         "train_seconds_per_epoch": float(np.mean(epoch_seconds)),
         "inference_users_per_second": test_record["users"] / test_record["seconds"],
@@ -519,9 +525,10 @@ def markdown_table(
 
     Accuracy cells (hit, recall, ndcg, mrr, precision) whose mean is below that of the ``popularity`` model are
     marked ``†``, those below ``chance`` (metric column -> expected value of a random ranking, shown in a last row)
-    ``‡``; the popularity model's own row is only compared with chance.
+    ``‡``; the popularity model's own row is only compared with chance. The column ``target_norm_ratio`` is not a
+    metric: it is shown as "norm ratio" (mean over seeds) when any model has a value.
     """
-    other_columns = ("model", "seed", CONFIG_FILES_COLUMN, *EFFICIENCY_COLUMNS)
+    other_columns = ("model", "seed", CONFIG_FILES_COLUMN, NORM_RATIO_COLUMN, *EFFICIENCY_COLUMNS)
     metric_columns = [column for column in metrics.columns if column not in other_columns]
     grouped = metrics.groupby("model", sort=False)
     means, stds = grouped[metric_columns].mean(), grouped[metric_columns].std(ddof=0)
@@ -534,6 +541,8 @@ def markdown_table(
             floor[BELOW_POPULARITY] = means.loc[popularity, column]
         if chance and column in chance:
             floor[BELOW_CHANCE] = chance[column]
+    norm_ratios = grouped[NORM_RATIO_COLUMN].mean() if NORM_RATIO_COLUMN in metrics else pd.Series(dtype=float)
+    show_norm_ratio = bool(norm_ratios.notna().any())
     on_valid_metric = significance[significance["metric"] == valid_metric].set_index("model")
     header = [
         "model",
@@ -541,6 +550,7 @@ def markdown_table(
         *metric_columns,
         f"t-test p ({valid_metric})",
         f"Wilcoxon p ({valid_metric})",
+        *(["norm ratio"] if show_norm_ratio else []),
         "parameters",
         "train s/epoch",
         "inference users/s",
@@ -569,6 +579,8 @@ def markdown_table(
             ]
         else:
             cells += ["—", "—"]
+        if show_norm_ratio:
+            cells.append("—" if pd.isna(norm_ratios[model]) else f"{norm_ratios[model]:.3f}")
         cells += [
             f"{int(group['parameters'].iloc[0])}",
             f"{group['train_seconds_per_epoch'].mean():.3f}",
@@ -592,6 +604,12 @@ def markdown_table(
             f" {BELOW_CHANCE}: mean below chance, the expected value of a uniformly random ranking under the same "
             f"evaluator (row \"{CHANCE_ROW}\": exact, per test user from its number of test items and of candidate "
             "items, averaged over the users and the seeds; chance.csv)."
+        )
+    if show_norm_ratio:
+        note += (
+            " norm ratio: mean item-embedding norm of the most popular quarter of training targets over that of the "
+            "least popular quarter, after training (far below 1: embedding collapse; — for models without a "
+            "monitored target table)."
         )
     if model_config_files:
         own_files = "\n".join(f"- {model}: {' '.join(files)}" for model, files in model_config_files.items())

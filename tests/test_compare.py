@@ -14,7 +14,7 @@ from recbole.trainer import Trainer
 from scipy import stats
 
 import run_recbole_diffusion
-from recbole_diffusion import Config
+from recbole_diffusion import Config, get_model
 from recbole_diffusion import compare as compare_module
 from recbole_diffusion.compare import (
     CHANCE_ROW,
@@ -91,6 +91,10 @@ def test_metrics_csv_has_one_row_per_model_and_seed(report_dir):
     for column in ["hit@5", "hit@10", "ndcg@10", "mrr@10", "parameters", "train_seconds_per_epoch"]:
         assert column in metrics.columns
     assert (metrics[["inference_users_per_second", "peak_memory_mb", "parameters"]] > 0).all().all()
+    # the norm ratio of embedding collapse: only for a model that declares the target table its loss regresses onto
+    for model, ratios in metrics.groupby("model")["target_norm_ratio"]:
+        monitored = getattr(get_model(model), "target_embedding_table", None) is not None
+        assert ratios.notna().all() if monitored else ratios.isna().all(), model
 
 
 def test_per_user_means_equal_recbole_metrics_on_the_same_users(report_dir):
@@ -135,7 +139,8 @@ def test_table_shows_mean_std_best_and_p_values(report_dir):
     ndcg = metrics[metrics["model"] == "DreamRec"]["ndcg@10"]
     assert f"{ndcg.mean():.4f} ± {ndcg.std(ddof=0):.4f}" in dreamrec_row
     assert "**" in table
-    assert baseline_row.count("—") == 2 and dreamrec_row.count("—") == 0
+    norm_ratio_dashes = int("norm ratio" in lines[0])  # the baseline has no target table
+    assert baseline_row.count("—") == 2 + norm_ratio_dashes and dreamrec_row.count("—") == 0
 
 
 def test_table_marks_follow_the_popularity_model_and_chance(report_dir):
@@ -175,8 +180,9 @@ def table_cells(table):
     return rows
 
 
-def hand_made_metrics():
-    """Two seeds of three models: Good beats the popularity model in hit@10 only, Bad is below it everywhere."""
+def hand_made_metrics(norm_ratios=None):
+    """Two seeds of three models: Good beats the popularity model in hit@10 only, Bad is below it everywhere; with
+    ``norm_ratios`` (one per row, seed by seed) a ``target_norm_ratio`` column."""
     values = {
         "SequentialPop": {"hit@10": 0.15, "ndcg@10": 0.10, "itemcoverage@10": 0.20},
         "Good": {"hit@10": 0.40, "ndcg@10": 0.05, "itemcoverage@10": 0.30},
@@ -188,14 +194,17 @@ def hand_made_metrics():
         for seed in (1, 2)
         for model, metrics in values.items()
     ]
-    return pd.DataFrame(rows)
+    metrics = pd.DataFrame(rows)
+    if norm_ratios is not None:
+        metrics["target_norm_ratio"] = norm_ratios
+    return metrics
 
 
 NO_SIGNIFICANCE = pd.DataFrame(columns=["model", "metric", "t_pvalue", "wilcoxon_pvalue"])
 
 
 def test_markdown_table_marks_exactly_the_cells_below_popularity_and_chance():
-    metrics = hand_made_metrics()
+    metrics = hand_made_metrics([np.nan, np.nan, 0.2, np.nan, np.nan, 0.4])
     chance = {"hit@10": 0.2, "ndcg@10": 0.04}
     table = markdown_table(
         metrics, NO_SIGNIFICANCE, "ndcg@10", "SequentialPop", popularity="SequentialPop", chance=chance
@@ -210,11 +219,21 @@ def test_markdown_table_marks_exactly_the_cells_below_popularity_and_chance():
     assert cells[CHANCE_ROW]["seeds"] == "—" and cells[CHANCE_ROW]["parameters"] == "—"
     assert "†: mean below the popularity model's (SequentialPop)" in table
     assert "‡: mean below chance" in table and "chance.csv" in table
+    # the norm ratio is a column of its own, not a metric: mean over seeds, no bold, no marks
+    norm_ratios = [cells[model]["norm ratio"] for model in ("SequentialPop", "Good", "Bad", CHANCE_ROW)]
+    assert norm_ratios == ["—", "—", "0.300", "—"]
+    assert "target_norm_ratio" not in table and "norm ratio: " in table
 
 
 def test_markdown_table_without_popularity_model_or_chance_has_no_marks():
     table = markdown_table(hand_made_metrics(), NO_SIGNIFICANCE, "ndcg@10", None)
     assert "†" not in table and "‡" not in table and CHANCE_ROW not in table
+
+
+@pytest.mark.parametrize("norm_ratios", [[np.nan] * 6, None], ids=["all-nan", "no-column"])
+def test_markdown_table_has_no_norm_ratio_column_without_a_value(norm_ratios):
+    table = markdown_table(hand_made_metrics(norm_ratios), NO_SIGNIFICANCE, "ndcg@10", None)
+    assert "norm ratio" not in table and "target_norm_ratio" not in table
 
 
 @pytest.mark.parametrize(
@@ -391,7 +410,7 @@ def stub_scores(model, ndcg, chance):
     """What ``_train_and_score`` returns, for a model whose four test users all score ``ndcg``."""
     row = {"ndcg@10": ndcg, "parameters": 1, "train_seconds_per_epoch": 1.0, "inference_users_per_second": 1.0}
     per_user = {"user_id": np.arange(4), "ndcg@10": np.full(4, ndcg)}
-    return {**row, "peak_memory_mb": 1.0}, per_user, [], chance
+    return {**row, "target_norm_ratio": np.nan, "peak_memory_mb": 1.0}, per_user, [], chance
 
 
 def test_one_sequential_model_is_compared_with_the_popularity_model_and_chance(data_path, tmp_path, monkeypatch):
