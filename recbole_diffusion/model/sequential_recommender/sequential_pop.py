@@ -2,13 +2,14 @@
 
 Not a paper's model: the sequential counterpart of RecBole's ``Pop``, so that a sequential table can show whether a
 model beats "recommend what is most often bought next". Every history gets the same ranking: items by the number of
-times they are a *training target*, i.e. ``dataset.inter_feat[dataset.iid_field]`` of the dataset given to
-``__init__``, which is the training split (``train_data._dataset``). With the leave-one-out protocol RecBole's
-sequential dataset turns a user's chronological items ``i_1 .. i_n`` into rows "history -> target" for
-``i_2 .. i_n`` and holds the last two rows out for validation and test, so an item's count is how often it occurs at
-positions 2 to n-2 of the users' sequences: each user's first item and their validation and test items are not
-counted (checked on ml-100k: the 96,458 training rows are its 99,287 interactions less 943 first items and
-2 x 943 held-out items, item by item, up to the order of equal timestamps, which RecBole reads as float32).
+times they are a *training target* (``recbole_diffusion.collapse.training_target_counts``, the popularity that the
+embedding-collapse check uses) in the dataset given to ``__init__``, which is the training split
+(``train_data._dataset``). With the leave-one-out protocol RecBole's sequential dataset turns a user's chronological
+items ``i_1 .. i_n`` into rows "history -> target" for ``i_2 .. i_n`` and holds the last two rows out for validation
+and test, so an item's count is how often it occurs at positions 2 to n-2 of the users' sequences: each user's first
+item and their validation and test items are not counted (checked on ml-100k: the 96,458 training rows are its
+99,287 interactions less 943 first items and 2 x 943 held-out items, item by item, up to the order of equal
+timestamps, which RecBole reads as float32).
 
 Unlike RecBole's ``Pop`` it is a ``SequentialRecommender`` (``ModelType.SEQUENTIAL``), so it gets the same dataset,
 split and full-sort evaluator as SASRec and the diffusion models (the sequential full sort masks no history, only
@@ -28,6 +29,7 @@ from recbole.trainer import TraditionalTrainer
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_diffusion.collapse import training_target_counts
 from recbole_diffusion.utils import register_model, register_trainer
 
 
@@ -37,8 +39,8 @@ class SequentialPop(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        targets = dataset.inter_feat[dataset.iid_field]
-        self.register_buffer("target_count", torch.bincount(targets, minlength=self.n_items).float())
+        counts = torch.from_numpy(training_target_counts(dataset)).float()
+        self.register_buffer("target_count", counts)
         self.fake_loss = nn.Parameter(torch.zeros(1))
 
     def forward(self, item_seq, item_seq_len):
