@@ -608,8 +608,8 @@ def markdown_table(
     if show_norm_ratio:
         note += (
             " norm ratio: mean item-embedding norm of the most popular quarter of training targets over that of the "
-            "least popular quarter, after training (far below 1: embedding collapse; — for models without a "
-            "monitored target table)."
+            "least popular quarter, in the tested (best validation) checkpoint (far below 1: embedding collapse; "
+            "— for models without a monitored target table)."
         )
     if model_config_files:
         own_files = "\n".join(f"- {model}: {' '.join(files)}" for model, files in model_config_files.items())
