@@ -1,0 +1,170 @@
+"""Parity harness: the same model trained by the plugin and by its authors' code, on the plugin's split, scored by
+the plugin's evaluator.
+
+The model-specific part lives in one adapter module per model (``benchmarks/parity/adapters/<model>.py``, interface
+in ``benchmarks/parity/README.md``); this module holds what every model shares: building the split, training and
+timing the plugin side, full-sort evaluation of a scoring function with RecBole's collector and evaluator, the norm
+ratio, and the output files (``metrics.csv``, ``table.md``).
+"""
+
+import csv
+import importlib
+import sys
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.evaluator import Collector, Evaluator
+from recbole.utils import init_seed
+
+from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer
+from recbole_diffusion.collapse import popularity_norm_ratio, training_target_counts
+from recbole_diffusion.compare import _time_epochs
+
+METRICS = ("hit@10", "ndcg@10", "hit@20", "ndcg@20")
+SCORINGS = ("eval", "dropout")  # eval: model.eval(); dropout: dropout kept on while scoring (the official evaluate)
+COLUMNS = (
+    "side",
+    "seed",
+    *METRICS,
+    *(f"dropout_{metric}" for metric in METRICS),
+    "train_seconds_per_epoch",
+    "users_per_second",
+    "norm_ratio",
+)
+EVAL_CONFIG = {"metrics": ["Hit", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@10", "show_progress": False}
+
+
+def load_adapter(model):
+    """The adapter module of ``model`` (``benchmarks.parity.adapters.<model lower case>``)."""
+    return importlib.import_module(f"benchmarks.parity.adapters.{model.lower()}")
+
+
+@contextmanager
+def argv(arguments):
+    """Run with ``sys.argv`` replaced (RecBole's Config and some official scripts parse it)."""
+    saved = sys.argv
+    sys.argv = list(arguments)
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def build_split(model, dataset, config_dict):
+    """Config and the plugin's train / valid / test data of ``dataset`` for ``model`` (``config_dict`` on top)."""
+    with argv(["parity"]):
+        config = Config(model=model, dataset=dataset, config_dict={**config_dict, **EVAL_CONFIG})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    if not isinstance(test_data, FullSortEvalDataLoader):
+        raise ValueError("parity needs full-sort evaluation of the test split (eval_args mode 'full')")
+    return config, train_data, valid_data, test_data
+
+
+@torch.no_grad()
+def full_sort_evaluate(config, test_data, score):
+    """RecBole's metrics of ``score`` on ``test_data`` (a full-sort loader), as the plugin's trainer computes them.
+
+    ``score(interaction)`` returns ``[batch, n_items]`` scores in the plugin's item ids; the padding item 0 (and any
+    history the loader masks) is set to -inf here, for every side alike. Returns (metrics dict, users per second of
+    scoring).
+    """
+    collector, evaluator = Collector(config), Evaluator(config)
+    seconds, users = 0.0, 0
+    for interaction, history_index, positive_u, positive_i in test_data:
+        start = time.perf_counter()
+        scores = score(interaction).clone().float()
+        seconds += time.perf_counter() - start
+        users += len(scores)
+        scores[:, 0] = -torch.inf
+        if history_index is not None:
+            scores[history_index] = -torch.inf
+        collector.eval_batch_collect(scores, interaction, positive_u, positive_i)
+    result = evaluator.evaluate(collector.get_data_struct())
+    return {metric: float(result[metric]) for metric in METRICS}, users / seconds
+
+
+def evaluate_both_scorings(config, test_data, scorer, seed):
+    """Metrics with ``scorer(interaction, dropout)`` in both scorings (each re-seeded); dropout_* for the second.
+
+    Returns (row fragment, users per second of the ``eval`` scoring).
+    """
+    row = {}
+    init_seed(seed, True)
+    result, users_per_second = full_sort_evaluate(config, test_data, lambda batch: scorer(batch, False))
+    row.update(result)
+    init_seed(seed, True)
+    result, _ = full_sort_evaluate(config, test_data, lambda batch: scorer(batch, True))
+    row.update({f"dropout_{metric}": value for metric, value in result.items()})
+    return row, users_per_second
+
+
+def run_plugin_side(config, train_data, test_data, seed):
+    """Train the plugin's model for ``config['epochs']`` epochs (no validation: the last epoch's model is tested)."""
+    config["seed"] = seed
+    init_seed(seed, config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    seconds = _time_epochs(trainer)
+    trainer.fit(train_data, valid_data=None, saved=False, show_progress=False)
+
+    def scorer(interaction, dropout):
+        model.train(dropout)
+        return model.full_sort_predict(interaction.to(config["device"])).cpu()
+
+    row, users_per_second = evaluate_both_scorings(config, test_data, scorer, seed)
+    model.eval()
+    table = getattr(model, type(model).target_embedding_table)
+    norm_ratio = popularity_norm_ratio(table.weight, training_target_counts(train_data._dataset))
+    return {
+        **row,
+        "train_seconds_per_epoch": float(np.mean(seconds)),
+        "users_per_second": users_per_second,
+        "norm_ratio": norm_ratio,
+    }
+
+
+def run_official_side(adapter, official_dir, config, train_data, test_data, hparams, seed):
+    """Train the official model through ``adapter`` for ``hparams['epochs']`` epochs and score it like the plugin's."""
+    init_seed(seed, True)
+    runner = adapter.OfficialRunner(official_dir, train_data._dataset, hparams, seed)
+    seconds = []
+    for _ in range(hparams["epochs"]):
+        start = time.perf_counter()
+        runner.train_epoch()
+        seconds.append(time.perf_counter() - start)
+    row, users_per_second = evaluate_both_scorings(config, test_data, runner.full_sort_scores, seed)
+    norm_ratio = popularity_norm_ratio(runner.target_embedding_weight(), training_target_counts(train_data._dataset))
+    return {
+        **row,
+        "train_seconds_per_epoch": float(np.mean(seconds)),
+        "users_per_second": users_per_second,
+        "norm_ratio": norm_ratio,
+    }
+
+
+def write_metrics(rows, path):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: row.get(key) for key in COLUMNS})
+
+
+def _mean_std(values):
+    values = np.asarray([np.nan if value is None else value for value in values], dtype=float)
+    return f"{np.nanmean(values):.4f} ± {np.nanstd(values):.4f}"
+
+
+def markdown_table(rows, sides):
+    """Mean ± std (population std) over seeds per side, one column per side."""
+    header = "| | " + " | ".join(sides) + " |\n|---|" + "---:|" * len(sides) + "\n"
+    lines = []
+    for column in COLUMNS[2:]:
+        cells = [_mean_std([row[column] for row in rows if row["side"] == side]) for side in sides]
+        lines.append(f"| {column} | " + " | ".join(cells) + " |")
+    seeds = sorted({row["seed"] for row in rows})
+    return header + "\n".join(lines) + f"\n\nSeeds: {', '.join(map(str, seeds))} (mean ± std over seeds).\n"

@@ -1,0 +1,116 @@
+"""Parity run: a model trained by the plugin and by its authors' code on the plugin's split, scored alike.
+
+    python benchmarks/parity/run_parity.py --model=DreamRec --official=<official snapshot> --dataset=ml-100k \
+        --seeds=3 --epochs=5 [--output=benchmarks/results/parity/DreamRec-ml-100k] [--<hyperparameter>=<value> ...]
+
+Hyperparameters are the adapter's shared ``DEFAULTS`` (e.g. ``--learning_rate=0.001``, ``--detach_target=True``);
+both sides get the same values. Seeds are 100, 101, ... (the official default seed first). Writes ``metrics.csv`` (one
+row per side and seed) and ``table.md`` (mean ± std over seeds per side) into the output folder.
+"""
+
+import argparse
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.parity import harness  # noqa: E402
+
+FIRST_SEED = 100
+
+
+def parse_value(text, default):
+    if isinstance(default, bool):
+        if text not in ("True", "False"):
+            raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+        return text == "True"
+    return type(default)(ast.literal_eval(text)) if not isinstance(default, str) else text
+
+
+def parse_args(arguments):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--official", required=True, help="folder of the official snapshot")
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--sides", default="plugin,official", help="comma-separated: plugin, official")
+    args, rest = parser.parse_known_args(arguments)
+    adapter = harness.load_adapter(args.model)
+    hparams = dict(adapter.DEFAULTS)
+    for item in rest:
+        key, _, value = item.lstrip("-").partition("=")
+        if key not in hparams or not value:
+            parser.error(f"unknown option {item!r}; hyperparameters: {', '.join(hparams)}")
+        hparams[key] = parse_value(value, adapter.DEFAULTS[key])
+    return args, adapter, hparams
+
+
+def official_commit(official_dir):
+    """The snapshot's commit: ``git rev-parse HEAD`` in the folder, else the file ``COMMIT`` there, else unknown."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(official_dir), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        commit_file = Path(official_dir) / "COMMIT"
+        return commit_file.read_text().strip() if commit_file.is_file() else "unknown"
+
+
+def main(arguments=None):
+    arguments = sys.argv[1:] if arguments is None else arguments
+    args, adapter, hparams = parse_args(arguments)
+    sides = args.sides.split(",")
+    output = Path(args.output or ROOT / "benchmarks" / "results" / "parity" / f"{adapter.MODEL}-{args.dataset}")
+    output.mkdir(parents=True, exist_ok=True)
+    config, train_data, _, test_data = harness.build_split(
+        adapter.MODEL, args.dataset, {**adapter.plugin_config(hparams), "seed": FIRST_SEED}
+    )
+    rows = []
+    for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
+        for side in sides:
+            if side == "plugin":
+                row = harness.run_plugin_side(config, train_data, test_data, seed)
+            else:
+                row = harness.run_official_side(adapter, args.official, config, train_data, test_data, hparams, seed)
+            rows.append({"side": side, "seed": seed, **row})
+            print(
+                {key: row[key] for key in ("hit@10", "ndcg@10", "norm_ratio", "train_seconds_per_epoch")},
+                side,
+                seed,
+                flush=True,
+            )
+            harness.write_metrics(rows, output / "metrics.csv")
+    commit = official_commit(args.official)
+    command = " ".join(
+        ["python benchmarks/parity/run_parity.py"]
+        + [
+            f"--official=<official snapshot at commit {commit[:7]}>" if item.startswith("--official") else item
+            for item in arguments
+        ]
+    )
+    modified = [text for key, text in adapter.MODIFICATIONS.items() if hparams.get(key)]
+    notes = [
+        f"Official code: {adapter.OFFICIAL_REPOSITORY} at commit {commit}.",
+        f"Command: `{command}` (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}).",
+        "Hyperparameters (both sides): " + ", ".join(f"{key}={value}" for key, value in hparams.items()) + ".",
+        "Both sides: the model after the last epoch (no validation, no checkpoint selection); test split of the "
+        "plugin, full ranking by the plugin's evaluator, padding item masked. Metric rows: model.eval(); dropout_*: "
+        "dropout left on while scoring (the official evaluate never calls model.eval()). norm_ratio: "
+        "collapse.popularity_norm_ratio of the item table (popular / rare quarter of training targets).",
+    ] + [f"Official side: {text}." for text in modified]
+    table = harness.markdown_table(rows, sides)
+    (output / "table.md").write_text(
+        f"# Parity: {adapter.MODEL} on {args.dataset}\n\n{table}\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+    )
+    print((output / "table.md").read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()
