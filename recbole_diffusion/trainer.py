@@ -1,22 +1,58 @@
-"""The trainer of the plugin's models: RecBole's ``Trainer`` plus the embedding-collapse check of
-:mod:`recbole_diffusion.collapse` after every training epoch."""
+"""The trainer of the plugin's models: RecBole's ``Trainer`` plus an optional step decay of the learning rate and the
+embedding-collapse check of :mod:`recbole_diffusion.collapse` after every training epoch."""
 
 from recbole.trainer import Trainer
 
 from recbole_diffusion.collapse import CONFIG_KEY, CollapseMonitor
+from recbole_diffusion.validation import is_positive_int
+
+LR_STEP_SIZE_KEY = "lr_step_size"
+LR_GAMMA_KEY = "lr_gamma"
+
+
+def step_decay(config):
+    """``(step_size, gamma)`` of the learning-rate decay set by ``lr_step_size`` / ``lr_gamma``, or ``None`` when
+    ``lr_step_size`` is ``~`` or absent (a plain RecBole config)."""
+    step_size = config[LR_STEP_SIZE_KEY] if LR_STEP_SIZE_KEY in config else None
+    gamma = config[LR_GAMMA_KEY] if LR_GAMMA_KEY in config else None
+    if step_size is None:
+        return None
+    if not is_positive_int(step_size):
+        raise ValueError(f"{LR_STEP_SIZE_KEY} must be a positive int (epochs) or ~ (no decay), got {step_size!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 < gamma <= 1.0:
+        raise ValueError(f"{LR_GAMMA_KEY} must be a number in (0, 1] when {LR_STEP_SIZE_KEY} is set, got {gamma!r}")
+    return step_size, float(gamma)
 
 
 class DiffusionTrainer(Trainer):
-    """RecBole's ``Trainer``; after each training epoch the model's target embedding table (if it declares one) is
-    checked for embedding collapse, with the threshold ``collapse_norm_ratio`` (absent from a plain RecBole config:
-    no check)."""
+    """RecBole's ``Trainer`` with two additions.
+
+    Learning-rate step decay (PyTorch's ``StepLR`` stepped once per epoch, as in DiffuRec's and DiQDiff's official
+    code): epoch ``e`` (from 0) trains at ``learning_rate * lr_gamma ** (e // lr_step_size)``; ``lr_step_size: ~``
+    (the default) keeps the rate constant. The rate is set from the epoch index at the start of every epoch, so a run
+    resumed from a RecBole checkpoint continues the schedule where it stopped.
+
+    After each training epoch the model's target embedding table (if it declares one) is checked for embedding
+    collapse, with the threshold ``collapse_norm_ratio`` (absent from a plain RecBole config: no check).
+    """
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        self.lr_decay = step_decay(config)
         threshold = config[CONFIG_KEY] if CONFIG_KEY in config else None
         self.collapse_monitor = CollapseMonitor(model, threshold)
 
+    def epoch_learning_rate(self, epoch_idx):
+        """The learning rate of epoch ``epoch_idx`` (from 0) under the step decay."""
+        if self.lr_decay is None:
+            return self.learning_rate
+        step_size, gamma = self.lr_decay
+        return self.learning_rate * gamma ** (epoch_idx // step_size)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.lr_decay is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.epoch_learning_rate(epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.collapse_monitor.after_epoch(epoch_idx, train_data._dataset)
         return loss

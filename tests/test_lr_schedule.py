@@ -1,0 +1,71 @@
+"""The learning-rate step decay of DiffusionTrainer (``lr_step_size`` / ``lr_gamma``, the official StepLR of DiffuRec
+and DiQDiff): the rate per epoch, resuming from a checkpoint, off by default, bad values."""
+
+import pytest
+
+from recbole_diffusion import get_trainer
+from tests.conftest import build_model
+from tests.sequential_configs import DIFFUREC_SMALL, DREAMREC_SMALL
+
+DECAY = {"lr_step_size": 2, "lr_gamma": 0.5, "learning_rate": 0.01}
+
+
+def trainer_for(name, config_dict):
+    config, model, train_data, valid_data, _ = build_model(name, config_dict)
+    return config, get_trainer(config["MODEL_TYPE"], name)(config, model), train_data, valid_data
+
+
+def current_lr(trainer):
+    (rate,) = {group["lr"] for group in trainer.optimizer.param_groups}
+    return rate
+
+
+def test_rate_of_each_epoch_is_the_step_decay(tiny_config):
+    _, trainer, train_data, _ = trainer_for("DiffuRec", {**tiny_config, **DIFFUREC_SMALL, **DECAY})
+    rates = []
+    for epoch in range(5):
+        trainer._train_epoch(train_data, epoch)
+        rates.append(current_lr(trainer))
+    assert rates == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])  # StepLR(step_size=2, gamma=0.5)
+
+
+def test_resumed_run_continues_the_schedule(tiny_config):
+    config_dict = {**tiny_config, **DIFFUREC_SMALL, **DECAY}
+    _, trainer, train_data, valid_data = trainer_for("DiffuRec", config_dict)
+    for epoch in range(3):
+        trainer._train_epoch(train_data, epoch)
+    trainer._save_checkpoint(2, verbose=False)
+    _, resumed, _, _ = trainer_for("DiffuRec", {**config_dict, "epochs": 5})
+    resumed.resume_checkpoint(trainer.saved_model_file)
+    assert resumed.start_epoch == 3
+    resumed.fit(train_data, valid_data, saved=False)  # epochs 3 and 4
+    assert current_lr(resumed) == pytest.approx(0.0025)
+
+
+def test_off_by_default_on_for_the_official_models(tiny_config):
+    config, trainer, train_data, _ = trainer_for("DreamRec", {**tiny_config, **DREAMREC_SMALL})
+    assert config["lr_step_size"] is None and trainer.lr_decay is None
+    for epoch in range(3):
+        trainer._train_epoch(train_data, epoch)
+    assert current_lr(trainer) == config["learning_rate"]
+    for name in ("DiffuRec", "DiQDiff"):  # the official StepLR(100, 0.1)
+        _, trainer, _, _ = trainer_for(name, tiny_config)
+        assert trainer.lr_decay == (100, 0.1)
+        assert trainer.epoch_learning_rate(99) == trainer.learning_rate
+        assert trainer.epoch_learning_rate(100) == pytest.approx(0.1 * trainer.learning_rate)
+
+
+@pytest.mark.parametrize(
+    "settings, key",
+    [
+        ({"lr_step_size": 0}, "lr_step_size"),
+        ({"lr_step_size": 2.5}, "lr_step_size"),
+        ({"lr_step_size": True}, "lr_step_size"),
+        ({"lr_step_size": 2, "lr_gamma": 0.0}, "lr_gamma"),
+        ({"lr_step_size": 2, "lr_gamma": 1.5}, "lr_gamma"),
+        ({"lr_step_size": 2, "lr_gamma": None}, "lr_gamma"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(tiny_config, settings, key):
+    with pytest.raises(ValueError, match=key):
+        trainer_for("DreamRec", {**tiny_config, **DREAMREC_SMALL, **settings})
