@@ -1,8 +1,9 @@
-"""Shared network pieces: the sequence encoder's attention masks."""
+"""Shared network pieces: the attention masks of the sequence encoder and of DiffuRec's Transformer."""
 
+import pytest
 import torch
 
-from recbole_diffusion.model.layers import SequenceEncoder
+from recbole_diffusion.model.layers import DiffuRecTransformer, SequenceEncoder
 
 
 def encoder(causal):
@@ -35,3 +36,47 @@ def test_bidirectional_output_depends_on_later_items_causal_does_not():
         first_position = model(sequence, embeddings)[0, 0]
         first_position_changed = model(sequence, changed)[0, 0]
         assert torch.allclose(first_position, first_position_changed) == causal
+
+
+def diffurec_transformer(attention_mask):
+    torch.manual_seed(0)  # the same weights for both masks
+    return DiffuRecTransformer(8, 2, 2, 16, 0.0, "gelu", 1e-12, attention_mask=attention_mask)
+
+
+@pytest.mark.parametrize("grad", [True, False])  # with and without PyTorch's inference fast path
+def test_diffurec_masks_agree_without_padding_and_differ_with_it(grad):
+    keys, queries = diffurec_transformer("keys"), diffurec_transformer("queries")
+    hidden = torch.randn(3, 5, 8)
+    no_padding = torch.zeros(3, 5, dtype=torch.bool)
+    padding = torch.tensor([[False] * 5, [True, True, False, False, False], [True] * 4 + [False]])  # left padding
+    with torch.set_grad_enabled(grad):
+        for block in (keys, queries):
+            block.eval()
+        torch.testing.assert_close(keys(hidden, no_padding), queries(hidden, no_padding), rtol=0, atol=0)
+        by_keys, by_queries = keys(hidden, padding), queries(hidden, padding)
+    torch.testing.assert_close(by_keys[0], by_queries[0])  # an unpadded row is the same under both masks
+    for row in (1, 2):  # real items attend to padding under the official mask only
+        assert not torch.allclose(by_keys[row, -1], by_queries[row, -1], atol=1e-4)
+
+
+def test_diffurec_key_mask_ignores_padding_official_query_mask_does_not():
+    hidden = torch.randn(1, 4, 8)
+    padding = torch.tensor([[True, True, False, False]])
+    other_padding_values = hidden.clone()
+    other_padding_values[0, :2] = torch.randn(2, 8)
+    for attention_mask, ignored in (("keys", True), ("queries", False)):
+        block = diffurec_transformer(attention_mask).eval()
+        last, last_changed = block(hidden, padding)[0, -1], block(other_padding_values, padding)[0, -1]
+        assert torch.allclose(last, last_changed, atol=1e-6) == ignored
+
+
+def test_diffurec_query_mask_makes_padded_queries_attend_uniformly():
+    block = diffurec_transformer("queries")
+    mask = block.masks(torch.zeros(1, 3, 8), torch.tensor([[True, False, False]]))["src_mask"]
+    assert mask.shape == (2, 3, 3)  # one [length, length] mask per head
+    assert (mask[:, 0] == -1e9).all() and (mask[:, 1:] == 0).all()
+
+
+def test_diffurec_transformer_rejects_an_unknown_mask():
+    with pytest.raises(ValueError, match="attention_mask must be one of"):
+        diffurec_transformer("both")

@@ -1,5 +1,5 @@
-"""Network pieces shared by the plugin's models: a Transformer sequence encoder, step embeddings and the item table
-of the models that denoise item embeddings."""
+"""Network pieces shared by the plugin's models: a Transformer sequence encoder, DiffuRec's approximator Transformer,
+step embeddings and the item table of the models that denoise item embeddings."""
 
 import math
 
@@ -76,6 +76,91 @@ class SequenceEncoder(nn.Module):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).expand_as(item_seq)
         hidden = self.dropout(self.layer_norm(item_embeddings + self.position_embedding(positions)))
         return self.transformer(hidden, self.attention_mask(item_seq), output_all_encoded_layers=False)[-1]
+
+
+ATTENTION_MASKS = ("keys", "queries")
+HIDDEN_ACTS = ("gelu", "relu")
+QUERY_MASK_VALUE = -1e9  # Score of every key for a padded query (official masked_fill value): uniform attention.
+
+
+class DiffuRecTransformer(nn.Module):
+    """DiffuRec's approximator Transformer, also DiQDiff's denoiser (both official codes share it).
+
+    Pre-LayerNorm blocks (PyTorch's ``TransformerEncoderLayer(norm_first=True)``) without position embeddings, dropout
+    after every block, then ``LayerNorm(dropout(.))``. ``forward(hidden, padding)`` returns ``[batch, length, hidden]``
+    for inputs ``hidden`` ``[batch, length, hidden]`` and the boolean ``padding`` ``[batch, length]``.
+
+    ``attention_mask``: ``"keys"`` hides padded positions from every query (ours); ``"queries"`` is the official
+    mask, which only blanks the scores of padded queries (they attend uniformly to every position), so real items
+    also attend to padding and their output depends on how much padding the row has.
+    The feed-forward and attention output weights get the official ``xavier_normal_`` init; the query / key / value
+    projections keep PyTorch's.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        n_layers,
+        n_heads,
+        inner_size,
+        dropout_prob,
+        hidden_act,
+        layer_norm_eps,
+        attention_mask="keys",
+    ):
+        super().__init__()
+        if not isinstance(n_heads, int) or n_heads < 1 or hidden_size % n_heads:
+            raise ValueError(f"n_heads must be a positive divisor of hidden_size={hidden_size}, got {n_heads!r}")
+        if hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
+        if not 0.0 <= dropout_prob < 1.0:
+            raise ValueError(f"hidden_dropout_prob must be in [0, 1), got {dropout_prob}")
+        if attention_mask not in ATTENTION_MASKS:
+            raise ValueError(f"attention_mask must be one of {ATTENTION_MASKS}, got {attention_mask!r}")
+        self.n_heads = n_heads
+        self.attention_mask = attention_mask
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                hidden_size, n_heads, inner_size, dropout_prob, hidden_act, layer_norm_eps,
+                batch_first=True, norm_first=True,
+            )
+            for _ in range(n_layers)
+        )
+        for layer in self.layers:  # official init of the feed-forward and attention output weights
+            for linear in (layer.linear1, layer.linear2, layer.self_attn.out_proj):
+                nn.init.xavier_normal_(linear.weight)
+        self.dropout = nn.Dropout(dropout_prob)
+        self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    @classmethod
+    def from_config(cls, config):
+        """Build from the config keys hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, hidden_act,
+        layer_norm_eps and attention_mask."""
+        return cls(
+            config["hidden_size"],
+            config["n_layers"],
+            config["n_heads"],
+            config["inner_size"],
+            config["hidden_dropout_prob"],
+            config["hidden_act"],
+            config["layer_norm_eps"],
+            config["attention_mask"],
+        )
+
+    def masks(self, hidden, padding):
+        """The keyword masks of ``TransformerEncoderLayer`` for ``padding`` under ``self.attention_mask``."""
+        if self.attention_mask == "keys":
+            return {"src_key_padding_mask": padding}
+        length = padding.size(1)
+        padded_queries = padding[:, None, :, None].expand(-1, self.n_heads, -1, length).flatten(0, 1)
+        additive = torch.zeros(padded_queries.shape, dtype=hidden.dtype, device=hidden.device)
+        return {"src_mask": additive.masked_fill(padded_queries, QUERY_MASK_VALUE)}
+
+    def forward(self, hidden, padding):
+        masks = self.masks(hidden, padding)
+        for layer in self.layers:
+            hidden = self.dropout(layer(hidden, **masks))
+        return self.output_norm(self.dropout(hidden))
 
 
 def init_normal_weights(module, std):

@@ -15,15 +15,17 @@ the chain for DDIM with fewer steps (not in the paper; for speed/accuracy trade-
 
 Config keys (defaults and comments in ``properties/model/DiffuRec.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob, hidden_act, layer_norm_eps,
-    diffusion_steps, beta_schedule, lambda_uncertainty, inference_steps, ddim_eta.
+    attention_mask, diffusion_steps, beta_schedule, lambda_uncertainty, inference_steps, ddim_eta.
 
-Differences from the official code: padded positions are masked as attention keys (the official mask only masks
-padded queries, so real items also attend to padding); the Transformer blocks are PyTorch's pre-LayerNorm
-``TransformerEncoderLayer`` (exact GELU instead of the tanh approximation; its query/key/value projections use
-PyTorch's init); the step embedding is the plugin's sinusoidal one (frequencies ``10000^(-i/(d/2-1))``, sin before
-cos) of the step rescaled by ``1000 / T`` as officially; steps are sampled uniformly (the official "lossaware" sampler
-is never fed losses, so it samples uniformly too); no StepLR decay of the learning rate; the padding item keeps a
-zero embedding (``padding_idx``) and is never recommended.
+Differences from the official code: padded positions are masked as attention keys by default (``attention_mask:
+keys``, a fix: the official mask, ``queries``, only masks padded queries, so real items also attend to padding and a
+history scores differently with more or less padding); the Transformer blocks (``DiffuRecTransformer``, shared with
+DiQDiff) are PyTorch's pre-LayerNorm ``TransformerEncoderLayer`` (exact GELU instead of the tanh approximation; its
+query/key/value projections use PyTorch's init); the step embedding is the plugin's sinusoidal one (frequencies
+``10000^(-i/(d/2-1))``, sin before cos) of the step rescaled by ``1000 / T`` as officially; steps are sampled
+uniformly (the official "lossaware" sampler is never fed losses, so it samples uniformly too); the padding item keeps
+a zero embedding (``padding_idx``) and is never recommended. The official StepLR decay (x0.1 every 100 epochs) is
+the yaml's ``lr_step_size`` / ``lr_gamma``, applied by ``DiffusionTrainer``.
 """
 
 import torch
@@ -33,12 +35,11 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
-from recbole_diffusion.model.layers import sinusoidal_embedding
+from recbole_diffusion.model.layers import DiffuRecTransformer, sinusoidal_embedding
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import positive_int
 
 BETA_SCHEDULES = ("trunc_linear", "linear", "cosine", "sqrt", "trunc_cosine")
-HIDDEN_ACTS = ("gelu", "relu")
 
 
 @register_model
@@ -48,12 +49,7 @@ class DiffuRec(SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hidden_size = config["hidden_size"]
-        n_layers = config["n_layers"]
-        n_heads = config["n_heads"]
-        inner_size = config["inner_size"]
-        dropout_prob = config["hidden_dropout_prob"]
         emb_dropout_prob = config["emb_dropout_prob"]
-        hidden_act = config["hidden_act"]
         layer_norm_eps = config["layer_norm_eps"]
         diffusion_steps = config["diffusion_steps"]
         beta_schedule = config["beta_schedule"]
@@ -62,13 +58,8 @@ class DiffuRec(SequentialRecommender):
         self.ddim_eta = config["ddim_eta"]
         if not isinstance(self.hidden_size, int) or self.hidden_size < 4 or self.hidden_size % 2:
             raise ValueError(f"hidden_size must be an even int >= 4, got {self.hidden_size!r}")
-        if not isinstance(n_heads, int) or n_heads < 1 or self.hidden_size % n_heads:
-            raise ValueError(f"n_heads must be a positive divisor of hidden_size={self.hidden_size}, got {n_heads!r}")
-        if hidden_act not in HIDDEN_ACTS:
-            raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
-        for key, value in (("hidden_dropout_prob", dropout_prob), ("emb_dropout_prob", emb_dropout_prob)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{key} must be in [0, 1), got {value}")
+        if not 0.0 <= emb_dropout_prob < 1.0:
+            raise ValueError(f"emb_dropout_prob must be in [0, 1), got {emb_dropout_prob}")
         positive_int("diffusion_steps", diffusion_steps)
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
@@ -82,18 +73,7 @@ class DiffuRec(SequentialRecommender):
         self.step_mlp = nn.Sequential(
             nn.Linear(self.hidden_size, step_width), nn.SiLU(), nn.Linear(step_width, self.hidden_size)
         )
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                self.hidden_size, n_heads, inner_size, dropout_prob, hidden_act, layer_norm_eps,
-                batch_first=True, norm_first=True,
-            )
-            for _ in range(n_layers)
-        )
-        for layer in self.layers:  # official init of the feed-forward and attention output weights
-            for linear in (layer.linear1, layer.linear2, layer.self_attn.out_proj):
-                nn.init.xavier_normal_(linear.weight)
-        self.dropout = nn.Dropout(dropout_prob)
-        self.output_norm = nn.LayerNorm(self.hidden_size, eps=layer_norm_eps)
+        self.transformer = DiffuRecTransformer.from_config(config)  # checks n_heads, hidden_act, attention_mask
 
         # DiffuRec's "linear" is DDPM's linear schedule stretched to T steps (ends scaled by 1000 / T).
         scaled_ends = {"beta_start": 0.1 / diffusion_steps, "beta_end": 20.0 / diffusion_steps}
@@ -106,10 +86,7 @@ class DiffuRec(SequentialRecommender):
         """The approximator: predict ``e_0`` from the embedded history and the noised target ``x_t`` at step t."""
         step = self.step_mlp(sinusoidal_embedding(timesteps * self.step_scale, self.hidden_size))
         lambdas = self.lambda_uncertainty * (1.0 + torch.randn_like(history))  # lambda_i ~ N(delta, delta)
-        hidden = history + lambdas * (noisy_target + step).unsqueeze(1)
-        for layer in self.layers:
-            hidden = self.dropout(layer(hidden, src_key_padding_mask=padding))
-        hidden = self.output_norm(self.dropout(hidden))
+        hidden = self.transformer(history + lambdas * (noisy_target + step).unsqueeze(1), padding)
         return self.gather_indexes(hidden, item_seq_len - 1)
 
     def embed_history(self, item_seq):
