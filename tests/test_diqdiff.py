@@ -68,9 +68,25 @@ def test_align_right_moves_histories_to_the_end():
 
 def test_ddim_inference_steps(tiny_config):
     _, model, _, _, test_data = build_model("DiQDiff", {**tiny_config, **DIQDIFF_SMALL, "inference_steps": 3})
-    denoiser_calls = count_calls_in_full_sort(model, model.encoder, test_data)
+    denoiser_calls = count_calls_in_full_sort(model, model.transformer, test_data)
     assert denoiser_calls == 3  # one denoiser call per DDIM step (no classifier-free guidance)
 
+
+
+def test_denoiser_is_diffurecs_transformer_with_the_chosen_mask(tiny_config):
+    from recbole_diffusion.model.layers import DiffuRecTransformer
+
+    losses = {}
+    for attention_mask in ("keys", "queries"):
+        config = {**tiny_config, **DIQDIFF_SMALL, "attention_mask": attention_mask}
+        _, model, train_data, *_ = build_model("DiQDiff", config)
+        assert isinstance(model.transformer, DiffuRecTransformer) and model.transformer.attention_mask == attention_mask
+        assert not any("position" in name for name, _ in model.named_parameters())  # no position embeddings
+        batch = next(iter(train_data))
+        assert (batch[model.ITEM_SEQ] == 0).any()  # padded training prefixes
+        torch.manual_seed(0)
+        losses[attention_mask] = model.calculate_loss(batch).item()
+    assert abs(losses["keys"] - losses["queries"]) > 1e-3
 
 @pytest.mark.parametrize(
     "key, value, message",
@@ -82,6 +98,8 @@ def test_ddim_inference_steps(tiny_config):
         ("emb_dropout_prob", 1.0, "emb_dropout_prob"),
         ("inference_steps", 0, "inference_steps"),
         ("beta_schedule", "foo", "schedule"),
+        ("attention_mask", "padding", "attention_mask"),
+        ("n_heads", 3, "n_heads"),
     ],
 )
 def test_bad_config_is_rejected(tiny_config, key, value, message):

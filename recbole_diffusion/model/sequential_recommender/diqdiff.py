@@ -17,20 +17,25 @@ batch, each item its own positive, pushes the items generated for different user
 product with the generated item.
 
 Config keys (defaults and comments in ``properties/model/DiQDiff.yaml``):
-    hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, emb_dropout_prob,
-    hidden_act, layer_norm_eps, num_codes, gumbel_temperature, lambda_history, lambda_code, lambda_contrast,
+    hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob, hidden_act, layer_norm_eps,
+    attention_mask, num_codes, gumbel_temperature, lambda_history, lambda_code, lambda_contrast,
     contrast_temperature, diffusion_steps, beta_schedule, inference_steps, ddim_eta.
 
-Differences from the official code: histories are right-aligned (as the official left padding) and the encoder is
-``SequenceEncoder`` (post-LayerNorm, learned position embeddings, padded items masked as keys) rather than
-DiffuRec's pre-LayerNorm blocks without positions that mask padded queries; the step embedding is the shared
-``StepEmbedding``. The codebook is a buffer: each training batch overwrites the codes it uses with the mean of
-their sequences (official: the batch mean, recomputed for every batch, evaluation batches included), an unused
-code keeps its value (official: a random sequence); at evaluation the code is the argmax of the logits, read from the
-stored codebook, so scores do not depend on the rest of the batch. The straight-through one-hot lets the assignment
-layer learn (the official ``argmax`` indexing gives it no gradient). The reverse chain uses the correct posterior
-log-variance (the official code exponentiates the variance itself). No StepLR learning-rate decay; the padding item
-keeps a zero embedding and is never recommended.
+The denoiser is DiffuRec's Transformer (``DiffuRecTransformer``, as officially: pre-LayerNorm blocks without position
+embeddings, one dropout rate, output ``LayerNorm(dropout(.))`` at the last position) over right-aligned histories (as
+the official left padding).
+
+Differences from the official code: padded positions are masked as attention keys by default
+(``attention_mask: keys``; ``queries`` is the official mask, under which real items attend to padding); the blocks
+are PyTorch's (exact GELU instead of the tanh approximation; query/key/value projections with PyTorch's init); the
+step embedding is the shared ``StepEmbedding`` (official: DiffuRec's SiLU MLP). The codebook is a buffer: each
+training batch overwrites the codes it uses with the mean of their sequences (official: the batch mean, recomputed
+for every batch, evaluation batches included), an unused code keeps its value (official: a random sequence); at
+evaluation the code is the argmax of the logits, read from the stored codebook, so scores do not depend on the rest
+of the batch. The straight-through one-hot lets the assignment layer learn (the official ``argmax`` indexing gives it
+no gradient). The reverse chain uses the correct posterior log-variance (the official code exponentiates the
+variance itself). The padding item keeps a zero embedding and is never recommended. The official StepLR decay
+(x0.1 every 100 epochs) is the yaml's ``lr_step_size`` / ``lr_gamma``, applied by ``DiffusionTrainer``.
 """
 
 import torch
@@ -40,7 +45,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
-from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding
+from recbole_diffusion.model.layers import DiffuRecTransformer, StepEmbedding
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import positive_int
 
@@ -75,9 +80,8 @@ class DiQDiff(SequentialRecommender):
                 raise ValueError(f"{key} must be > 0, got {config[key]}")
         if self.lambda_contrast < 0:
             raise ValueError(f"lambda_contrast must be >= 0, got {self.lambda_contrast}")
-        for key in ("hidden_dropout_prob", "attn_dropout_prob", "emb_dropout_prob"):
-            if not 0.0 <= config[key] < 1.0:
-                raise ValueError(f"{key} must be in [0, 1), got {config[key]}")
+        if not 0.0 <= config["emb_dropout_prob"] < 1.0:
+            raise ValueError(f"emb_dropout_prob must be in [0, 1), got {config['emb_dropout_prob']}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(config["emb_dropout_prob"])
@@ -85,11 +89,9 @@ class DiQDiff(SequentialRecommender):
         self.code_logits = nn.Linear(self.max_seq_length * self.hidden_size, self.num_codes)
         self.register_buffer("codebook", torch.zeros(self.num_codes, self.max_seq_length, self.hidden_size))
         self.step_embedding = StepEmbedding(self.hidden_size)
-        self.encoder = SequenceEncoder.from_config(config, self.max_seq_length, causal=False)
-        self.output_dropout = nn.Dropout(config["hidden_dropout_prob"])
-        self.output_layer_norm = nn.LayerNorm(self.hidden_size, eps=config["layer_norm_eps"])
+        self.transformer = DiffuRecTransformer.from_config(config)  # checks n_heads, hidden_act, attention_mask
         betas = make_betas(config["beta_schedule"], config["diffusion_steps"])
-        # Every layer keeps PyTorch's default init, as in the official code.
+        # The other layers keep PyTorch's default init, as in the official code.
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
         self.diffusion.check_inference_steps(self.inference_steps)
 
@@ -124,8 +126,8 @@ class DiQDiff(SequentialRecommender):
     def denoise(self, item_seq, guidance, noisy_item, timesteps):
         """Predict the clean target embedding from the guidance and the noisy target ``e_t``."""
         step = self.step_embedding(timesteps.float() * (1000.0 / self.diffusion.num_steps))
-        hidden = self.encoder(item_seq, guidance + NOISY_ITEM_WEIGHT * (noisy_item + step)[:, None, :])
-        return self.output_layer_norm(self.output_dropout(hidden[:, -1]))
+        hidden = self.transformer(guidance + NOISY_ITEM_WEIGHT * (noisy_item + step)[:, None, :], item_seq == 0)
+        return hidden[:, -1]
 
     def discrepancy_loss(self, generated):
         """CDM: InfoNCE over cosine similarities of the generated items, each its own positive."""
