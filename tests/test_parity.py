@@ -74,6 +74,9 @@ class FakeTenc(nn.Module):
         super().__init__()
         self.item_num = item_num
         self.item_embeddings = nn.Embedding(item_num + 1, hidden_size)
+        nn.init.normal_(self.item_embeddings.weight, 0, 1)
+        self.none_embedding = nn.Embedding(1, hidden_size)
+        self.step_mlp = nn.Linear(hidden_size, hidden_size)
 
     def cacu_x(self, target):
         return self.item_embeddings(target)
@@ -144,6 +147,19 @@ def test_official_training_step_on_a_fake_module(split):
     assert runner.diffusion.calls == len(dataset.inter_feat) // hparams["batch_size"]
     assert not torch.equal(before, runner.model.item_embeddings.weight)  # trained through the history
     assert runner.target_embedding_weight().shape == (dataset.item_num, 64)
+
+
+def test_plugin_init_keeps_the_official_item_table(split):
+    _, train_data, _, _ = split
+    torch.manual_seed(0)
+    official = dreamrec.OfficialRunner(None, train_data._dataset, HPARAMS, seed=100, official=FakeOfficial).model
+    torch.manual_seed(0)
+    hparams = {**HPARAMS, "plugin_init": True}
+    changed = dreamrec.OfficialRunner(None, train_data._dataset, hparams, seed=100, official=FakeOfficial).model
+    assert torch.equal(official.item_embeddings.weight, changed.item_embeddings.weight)
+    assert torch.equal(official.none_embedding.weight, changed.none_embedding.weight)
+    assert changed.step_mlp.weight.std().item() == pytest.approx(dreamrec.PLUGIN_INIT_STD, rel=0.1)
+    assert not changed.step_mlp.bias.any() and official.step_mlp.bias.any()
 
 
 def test_plugin_side_reports_every_column(split):

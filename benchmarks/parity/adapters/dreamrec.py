@@ -27,8 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+
+from recbole_diffusion.model.layers import init_normal_weights
 
 MODEL = "DreamRec"
+PLUGIN_INIT_STD = 0.02  # the plugin's initializer_range for DreamRec
 OFFICIAL_REPOSITORY = "YangZhengyi98/DreamRec"
 OFFICIAL_FILES = ("DreamRec.py", "utility.py", "Modules_ori.py")
 
@@ -47,11 +51,15 @@ DEFAULTS = {
     "batch_size": 256,
     "epochs": 5,
     "detach_target": False,
+    "plugin_init": False,
 }
 # Options that change the official training step (reported in table.md as modifications of the official code).
 MODIFICATIONS = {
     "detach_target": "the official training step with the target embedding detached (x_start.detach()): "
     "a modification of the official step, the counterpart of the plugin's detach_target=True",
+    "plugin_init": "the official model initialised as the plugin's DreamRec (Linear, Conv1d and position-embedding "
+    "weights N(0, 0.02), biases 0; item and null embeddings keep the official N(0, 1)): a modification of the "
+    "official model, to separate the effect of initialisation from that of the encoder",
 }
 
 
@@ -170,12 +178,27 @@ class OfficialRunner:
         self.model = self.official.Tenc(
             hparams["hidden_size"], self.item_num, hparams["history_length"], hparams["dropout"], "mlp1", self.device
         ).to(self.device)
+        if hparams["plugin_init"]:
+            self._plugin_init()
         self.diffusion = self.official.diffusion(
             hparams["timesteps"], hparams["beta_start"], hparams["beta_end"], hparams["w"]
         )
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=hparams["learning_rate"], eps=1e-8, weight_decay=0
         )
+
+    @torch.no_grad()
+    def _plugin_init(self):
+        """The plugin's DreamRec initialisation on the official model (the ``plugin_init`` modification)."""
+        kept = [self.model.item_embeddings.weight.clone(), self.model.none_embedding.weight.clone()]
+        for module in self.model.modules():
+            if isinstance(module, nn.Conv1d):
+                module.weight.normal_(0.0, PLUGIN_INIT_STD)
+                module.bias.zero_()
+            else:
+                init_normal_weights(module, PLUGIN_INIT_STD)
+        self.model.item_embeddings.weight.copy_(kept[0])
+        self.model.none_embedding.weight.copy_(kept[1])
 
     def train_epoch(self):
         """One official epoch: ``int(rows / batch_size)`` steps on freshly drawn batches; returns the last loss."""
