@@ -189,6 +189,16 @@ def test_outputs_and_options(tmp_path):
         run_parity.parse_args(["--model=DreamRec", "--official=x", "--lr=0.1"])
 
 
+def test_official_commit_and_no_machine_paths_in_the_command(tmp_path):
+    assert run_parity.official_commit(tmp_path) == "unknown"  # not a checkout (even if inside one)
+    (tmp_path / "COMMIT").write_text("454133ca0dba08da09af3ef378acf44eebd2a914\n")
+    commit = run_parity.official_commit(tmp_path)
+    assert commit == "454133ca0dba08da09af3ef378acf44eebd2a914"
+    shown = [run_parity.shown_argument(item, commit) for item in [f"--official={tmp_path}", f"--output={tmp_path}"]]
+    assert shown == ["--official=<official snapshot at commit 454133c>", "--output=<output folder>"]
+    assert run_parity.shown_argument("--output=benchmarks/results/x", commit) == "--output=benchmarks/results/x"
+
+
 @pytest.mark.skipif(not OFFICIAL_DIR or not Path(OFFICIAL_DIR).is_dir(), reason="no official DreamRec snapshot")
 def test_official_side_runs_the_official_code(split):
     config, train_data, _, test_data = split

@@ -41,6 +41,8 @@ def parse_args(arguments):
     parser.add_argument("--output", default=None)
     parser.add_argument("--sides", default="plugin,official", help="comma-separated: plugin, official")
     args, rest = parser.parse_known_args(arguments)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     adapter = harness.load_adapter(args.model)
     hparams = dict(adapter.DEFAULTS)
     for item in rest:
@@ -52,14 +54,25 @@ def parse_args(arguments):
 
 
 def official_commit(official_dir):
-    """The snapshot's commit: ``git rev-parse HEAD`` in the folder, else the file ``COMMIT`` there, else unknown."""
-    try:
-        return subprocess.run(
-            ["git", "-C", str(official_dir), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        commit_file = Path(official_dir) / "COMMIT"
-        return commit_file.read_text().strip() if commit_file.is_file() else "unknown"
+    """The snapshot's commit: the first line of a file ``COMMIT`` in the folder, else ``git rev-parse HEAD`` when the
+    folder is the top of a git checkout (not merely inside one), else unknown."""
+    folder = Path(official_dir)
+    if (folder / "COMMIT").is_file():
+        return (folder / "COMMIT").read_text().split("\n")[0].strip()
+    if (folder / ".git").exists():
+        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if result.returncode == 0:
+            return result.stdout.strip()
+    return "unknown"
+
+
+def shown_argument(item, commit):
+    """``item`` as written into table.md: no path of this machine (the official folder, an absolute output)."""
+    if item.startswith("--official"):
+        return f"--official=<official snapshot at commit {commit[:7]}>"
+    if item.startswith("--output") and Path(item.partition("=")[2]).is_absolute():
+        return "--output=<output folder>"
+    return item
 
 
 def main(arguments=None):
@@ -88,11 +101,7 @@ def main(arguments=None):
             harness.write_metrics(rows, output / "metrics.csv")
     commit = official_commit(args.official)
     command = " ".join(
-        ["python benchmarks/parity/run_parity.py"]
-        + [
-            f"--official=<official snapshot at commit {commit[:7]}>" if item.startswith("--official") else item
-            for item in arguments
-        ]
+        ["python benchmarks/parity/run_parity.py"] + [shown_argument(item, commit) for item in arguments]
     )
     modified = [text for key, text in adapter.MODIFICATIONS.items() if hparams.get(key)]
     notes = [
