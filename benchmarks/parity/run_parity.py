@@ -22,6 +22,13 @@ if str(ROOT) not in sys.path:
 from benchmarks.parity import harness  # noqa: E402
 
 FIRST_SEED = 100
+# The table's note on evaluation, unless the adapter has its own EVALUATION_NOTE.
+EVALUATION_NOTE = (
+    "Both sides: the model after the last epoch (no validation, no checkpoint selection); test split of the "
+    "plugin, full ranking by the plugin's evaluator, padding item masked. Metric rows: model.eval(); dropout_*: "
+    "dropout left on while scoring (the official evaluate never calls model.eval()). norm_ratio: "
+    "collapse.popularity_norm_ratio of the item table (popular / rare quarter of training targets)."
+)
 
 
 def parse_value(text, default):
@@ -81,24 +88,26 @@ def main(arguments=None):
     sides = args.sides.split(",")
     output = Path(args.output or ROOT / "benchmarks" / "results" / "parity" / f"{adapter.MODEL}-{args.dataset}")
     output.mkdir(parents=True, exist_ok=True)
+    config_files, metrics, scorings = harness.adapter_protocol(adapter)
+    columns = harness.columns(metrics, scorings)
     config, train_data, _, test_data = harness.build_split(
-        adapter.MODEL, args.dataset, {**adapter.plugin_config(hparams), "seed": FIRST_SEED}
+        adapter.MODEL, args.dataset, {**adapter.plugin_config(hparams), "seed": FIRST_SEED}, config_files, metrics
     )
     rows = []
     for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
         for side in sides:
             if side == "plugin":
-                row = harness.run_plugin_side(config, train_data, test_data, seed)
+                row = harness.run_plugin_side(config, train_data, test_data, seed, metrics, scorings)
             else:
                 row = harness.run_official_side(adapter, args.official, config, train_data, test_data, hparams, seed)
             rows.append({"side": side, "seed": seed, **row})
             print(
-                {key: row[key] for key in ("hit@10", "ndcg@10", "norm_ratio", "train_seconds_per_epoch")},
+                {key: row[key] for key in (*metrics[:2], "norm_ratio", "train_seconds_per_epoch")},
                 side,
                 seed,
                 flush=True,
             )
-            harness.write_metrics(rows, output / "metrics.csv")
+            harness.write_metrics(rows, output / "metrics.csv", columns)
     commit = official_commit(args.official)
     command = " ".join(
         ["python benchmarks/parity/run_parity.py"] + [shown_argument(item, commit) for item in arguments]
@@ -108,12 +117,9 @@ def main(arguments=None):
         f"Official code: {adapter.OFFICIAL_REPOSITORY} at commit {commit}.",
         f"Command: `{command}` (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}).",
         "Hyperparameters (both sides): " + ", ".join(f"{key}={value}" for key, value in hparams.items()) + ".",
-        "Both sides: the model after the last epoch (no validation, no checkpoint selection); test split of the "
-        "plugin, full ranking by the plugin's evaluator, padding item masked. Metric rows: model.eval(); dropout_*: "
-        "dropout left on while scoring (the official evaluate never calls model.eval()). norm_ratio: "
-        "collapse.popularity_norm_ratio of the item table (popular / rare quarter of training targets).",
+        getattr(adapter, "EVALUATION_NOTE", EVALUATION_NOTE),
     ] + [f"Official side: {text}." for text in modified]
-    table = harness.markdown_table(rows, sides)
+    table = harness.markdown_table(rows, sides, columns)
     (output / "table.md").write_text(
         f"# Parity: {adapter.MODEL} on {args.dataset}\n\n{table}\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     )
