@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, betas_from_config, guided_output, make_betas
+from recbole_diffusion.diffusion import (
+    SCHEDULES,
+    GaussianDiffusion,
+    betas_from_config,
+    drop_condition,
+    guided_output,
+    make_betas,
+)
 
 T = 100
 
@@ -298,6 +305,16 @@ def test_guided_output():
     # w = 2: 3 * cond - 2 * uncond
     torch.testing.assert_close(guided_output(cond, uncond, 2.0), torch.tensor([-3.0, 8.0]))
     torch.testing.assert_close(guided_output(cond, uncond, 2.0), uncond + 3.0 * (cond - uncond))
+
+
+def test_drop_condition_replaces_whole_rows_at_rate_p_uncond():
+    condition, null = torch.randn(4000, 3, 2), torch.full((3, 2), 9.0)
+    assert torch.equal(drop_condition(condition, null, 0.0), condition)
+    torch.manual_seed(0)
+    dropped = drop_condition(condition, null, 0.3)
+    replaced = (dropped == 9.0).all(dim=(1, 2))
+    assert torch.equal(dropped[~replaced], condition[~replaced])  # a row is dropped whole or kept whole
+    assert replaced.float().mean().item() == pytest.approx(0.3, abs=0.03)
 
 
 def test_bad_module_arguments_raise():

@@ -21,6 +21,15 @@ def guided_output(cond_output, uncond_output, guidance_weight):
     return (1 + guidance_weight) * cond_output - guidance_weight * uncond_output
 
 
+def drop_condition(condition, null_condition, p_uncond):
+    """Classifier-free guidance training (Ho & Salimans): each row of ``condition`` ``[B, ...]`` is replaced by
+    ``null_condition`` (broadcast to one row) with probability ``p_uncond``, so one network learns both the
+    conditional and the unconditional output that ``guided_output`` mixes at sampling time."""
+    dropped = torch.rand(condition.size(0), device=condition.device) < p_uncond
+    dropped = dropped.reshape(-1, *([1] * (condition.dim() - 1)))
+    return torch.where(dropped, null_condition.expand_as(condition), condition)
+
+
 def _per_sample(values, like):
     """Reshape a ``[B]`` (or scalar) tensor so it broadcasts against ``like`` along dim 0."""
     return values.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
