@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from recbole.data.interaction import Interaction
 
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, run_recbole_diffusion
 from recbole_diffusion.model.sequential_recommender import diffuasr, diffuasr_augment
@@ -147,6 +148,50 @@ def test_same_seed_same_results_and_reuse_of_saved_augmentation(tiny_config, tmp
     assert reused["augmented_items"] == first["augmented_items"] == 900
 
 
+def test_cf_training_official_loss_is_on_the_guided_combination_dropout_loss_on_dropped_guidance(tiny_config):
+    """official: the loss moves with the guidance weight, not with p_uncond, and trains the null guidance; dropout:
+    the reverse. With w = 0 (official) or p_uncond = 0 (dropout) both are the plain conditional loss."""
+    _, model, train_data, valid_data, test_data = build_model("DiffuASR", {**tiny_config, **DIFFUASR_SMALL})
+    sequences = diffuasr_augment.user_sequences(train_data._dataset, valid_data._dataset, test_data._dataset)
+    pairs = [train for train, _ in sequences.values()][:64]
+    batch = Interaction(
+        {
+            diffuasr_augment.AUG_ITEMS: torch.tensor([items[:3] for items in pairs]),
+            model.ITEM_SEQ: torch.tensor([items[3:] for items in pairs]),
+        }
+    )
+    model.eval()  # no U-Net dropout: the losses differ only by the option under test
+
+    def loss(guidance_type="cf", cf_training="official", guidance_weight=1.0, p_uncond=0.1):
+        model.guidance_type, model.cf_training = guidance_type, cf_training
+        model.guidance_weight, model.p_uncond = guidance_weight, p_uncond
+        model.zero_grad()
+        torch.manual_seed(3)
+        value = model.calculate_loss(batch)
+        value.backward()
+        return value.item(), model.null_guidance.grad
+
+    conditional, _ = loss(guidance_type="cond")
+    official, official_null_grad = loss()
+    assert loss(guidance_weight=0.0)[0] == pytest.approx(conditional, rel=1e-6)
+    assert loss(guidance_weight=3.0)[0] != pytest.approx(official, rel=1e-3)
+    assert loss(p_uncond=0.9)[0] == official
+    assert official_null_grad is not None and official_null_grad.abs().sum() > 0
+    dropout, _ = loss(cf_training="dropout")
+    assert loss(cf_training="dropout", p_uncond=0.0)[0] == pytest.approx(conditional, rel=1e-6)
+    assert loss(cf_training="dropout", p_uncond=0.0)[1].abs().sum() == 0  # the null guidance is never used
+    assert loss(cf_training="dropout", p_uncond=0.9)[0] != pytest.approx(dropout, rel=1e-3)
+    assert loss(cf_training="dropout", guidance_weight=3.0)[0] == dropout
+
+
+@pytest.mark.parametrize("cf_training", ["official", "dropout"])
+def test_both_cf_trainings_run_both_stages(tiny_config, cf_training):
+    config = {**tiny_config, **DIFFUASR_SMALL, "aug_epochs": 1, "epochs": 1, "cf_training": cf_training}
+    result = run_recbole_diffusion("DiffuASR", "markov", config_dict=config, saved=False)
+    assert result["augmented_sequences"] == 300 and result["augmented_items"] == 900
+    assert 0.0 <= result["test_result"]["hit@10"] <= 1.0
+
+
 @pytest.mark.parametrize("guidance_type, calls_per_step", [("cf", 2), ("cond", 1)])
 def test_unet_calls_per_ddim_step(tiny_config, guidance_type, calls_per_step):
     settings = {**tiny_config, **DIFFUASR_SMALL, "guidance_type": guidance_type, "inference_steps": 4}
@@ -161,6 +206,7 @@ def test_unet_calls_per_ddim_step(tiny_config, guidance_type, calls_per_step):
         ("unet_channel_mult", [1, 2, 2, 2], "unet_channel_mult"),
         ("unet_channels", 12, "unet_channels"),
         ("guidance_type", "cg", "guidance_type"),
+        ("cf_training", "cfg", "cf_training"),
         ("p_uncond", 1.0, "p_uncond"),
         ("aug_num", 0, "aug_num"),
         ("beta_schedule", "foo", "schedule"),

@@ -22,20 +22,33 @@ rounding scores of the pseudo item right before the history); ``two_stage = True
 
 Config keys (defaults and comments in ``properties/model/DiffuASR.yaml``):
     backbone, aug_num, augmented_data_path, hidden_size, unet_channels, unet_channel_mult, unet_res_blocks,
-    unet_dropout, guidance_type, p_uncond, guidance_weight, diffusion_steps, beta_schedule, beta_start, beta_end,
-    inference_steps, ddim_eta, aug_epochs, learning_rate, weight_decay, train_batch_size, MAX_ITEM_LIST_LENGTH.
+    unet_dropout, guidance_type, cf_training, p_uncond, guidance_weight, diffusion_steps, beta_schedule, beta_start,
+    beta_end, inference_steps, ddim_eta, aug_epochs, learning_rate, weight_decay, train_batch_size,
+    MAX_ITEM_LIST_LENGTH.
 
-Differences from the official code: only training items ever enter stage 1 (the official generation is also
-guided by the validation item); classifier guidance (``cg``, which needs a separately pre-trained BERT4Rec
-classifier) is not implemented, and classifier-free guidance drops the guidance with probability ``p_uncond`` in
-training (the official code instead trains on the already guided combination of both outputs); no EMA of the
-weights and no early stopping on the training loss; DDIM timesteps are spread from ``T - 1`` to 0 (official:
-0, T/k, ..., (k-1)T/k); timesteps are drawn uniformly (official: antithetic pairs ``t``, ``T - 1 - t``); the
-guidance is the last ``MAX_ITEM_LIST_LENGTH`` items (official ``max_len`` 200); the
-generated items precede each user's interactions with timestamps below the first one, so RecBole's leave-one-out
-split keeps the same validation and test targets. As in the official code, item embeddings start from N(0, 1)
-and are learned by the denoising loss, and self-attention sits in the U-Net's middle only (the official
-``attn_resolutions: [16]`` never matches a map of 8 x 8 or less).
+Classifier-free guidance (``guidance_type: cf``) is trained as in the official ``DiffusionModel_CF`` by default
+(``cf_training: official``): the noise loss is taken on the guided combination ``cond + w (cond - uncond)``, the
+unconditional branch fed a learned null guidance, with the same ``w`` (``guidance_weight``) in training and
+sampling. No condition is ever dropped, so the null branch is not an unconditional model and ``w`` is part of the
+trained denoiser rather than a sampling knob; it is nevertheless a consistent objective (the sampler uses exactly
+what was trained), hence the default. ``cf_training: dropout`` is the textbook alternative (Ho & Salimans): the
+U-Net alone is trained, its guidance replaced by the null one with probability ``p_uncond``, and ``w`` mixes the
+two outputs only at sampling (one U-Net pass per training step instead of two).
+
+Differences from the official code: only training items ever enter stage 1 (the official generation is also guided
+by the validation item); classifier guidance (``cg``, which needs a separately pre-trained BERT4Rec classifier) is
+not implemented; the optional ``cf_training: dropout`` above; ``aug_epochs`` 100 by default where the official
+scripts train the generator for up to 3,000 epochs (``experiments/diffusion.bash``, stopped once the training loss
+has not improved for 100 epochs): 3,000 would be 30 times the stage-1 CPU time (about an hour on ml-100k with
+``cf_training: official``, two U-Net passes a step); no EMA of the weights (the official EMA is updated but never
+applied) and no early stopping on the training loss; DDIM timesteps are spread from ``T - 1`` to 0 (official: 0,
+T/k, ..., (k-1)T/k); timesteps are drawn uniformly (official: antithetic pairs ``t``, ``T - 1 - t``); the guidance
+is the last ``MAX_ITEM_LIST_LENGTH`` items (official ``max_len`` 200); the generated items precede each user's
+interactions with timestamps below the first one, so RecBole's leave-one-out split keeps the same validation and
+test targets; the backbone ranks all items (the official downstream evaluation ranks the target among 100 sampled
+negatives). As in the official code, item embeddings start from N(0, 1) and are learned by the denoising loss, and
+self-attention sits in the U-Net's middle only (the official ``attn_resolutions: [16]`` never matches a map of 8 x 8
+or less).
 """
 
 import math
@@ -46,13 +59,14 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, guided_output
+from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, drop_condition, guided_output
 from recbole_diffusion.model.layers import sinusoidal_embedding
 from recbole_diffusion.model.sequential_recommender import diffuasr_augment
 from recbole_diffusion.model.sequential_recommender.diffuasr_augment import AUG_ITEMS
 from recbole_diffusion.utils import register_model
 
 GUIDANCE_TYPES = ("cond", "cf")
+CF_TRAININGS = ("official", "dropout")
 
 
 def _norm(channels):
@@ -187,6 +201,7 @@ class DiffuASR(SequentialRecommender):
         self.aug_num = config["aug_num"]
         self.hidden_size = config["hidden_size"]
         self.guidance_type = config["guidance_type"]
+        self.cf_training = config["cf_training"]
         self.p_uncond = config["p_uncond"]
         self.guidance_weight = config["guidance_weight"]
         self.inference_steps = config["inference_steps"]
@@ -209,6 +224,8 @@ class DiffuASR(SequentialRecommender):
             raise ValueError(f"unet_channels must be a positive multiple of 8 (GroupNorm of 8 groups), got {channels}")
         if self.guidance_type not in GUIDANCE_TYPES:
             raise ValueError(f"guidance_type must be one of {GUIDANCE_TYPES}, got {self.guidance_type!r}")
+        if self.cf_training not in CF_TRAININGS:
+            raise ValueError(f"cf_training must be one of {CF_TRAININGS}, got {self.cf_training!r}")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
@@ -222,15 +239,27 @@ class DiffuASR(SequentialRecommender):
         """The guidance vector: the sum of the embeddings of the guiding items, ``[batch, hidden]``."""
         return self.item_embedding(item_seq).sum(dim=1)  # the padding embedding is zero
 
+    def denoise(self, noisy, timesteps, guidance):
+        """The predicted noise of the sampler: the U-Net's (``cond``), or its classifier-free guided combination
+        ``cond + w (cond - uncond)`` with the null guidance as the unconditional input (``cf``)."""
+        conditional = self.unet(noisy, timesteps, guidance)
+        if self.guidance_type == "cond":
+            return conditional
+        unconditional = self.unet(noisy, timesteps, self.null_guidance.expand_as(guidance))
+        return guided_output(conditional, unconditional, self.guidance_weight)
+
     def calculate_loss(self, interaction):
+        """Noise-prediction MSE. ``cf`` + ``official``: on the guided combination itself (what the sampler uses);
+        ``cf`` + ``dropout``: on the U-Net alone, its guidance replaced by the null one with probability p_uncond."""
         guidance = self.forward(interaction[self.ITEM_SEQ])
-        if self.guidance_type == "cf":
-            unconditional = torch.rand(guidance.size(0), device=guidance.device) < self.p_uncond
-            guidance = torch.where(unconditional[:, None], self.null_guidance.expand_as(guidance), guidance)
         target = self.item_embedding(interaction[AUG_ITEMS])  # [B, M, d]
         timesteps = self.diffusion.sample_timesteps(target.size(0), target.device)
         noise = torch.randn_like(target)
         noisy = self.diffusion.q_sample(target, timesteps, noise)
+        if self.guidance_type == "cf" and self.cf_training == "official":
+            return F.mse_loss(self.denoise(noisy, timesteps, guidance), noise)
+        if self.guidance_type == "cf":
+            guidance = drop_condition(guidance, self.null_guidance, self.p_uncond)
         return F.mse_loss(self.unet(noisy, timesteps, guidance), noise)
 
     @torch.no_grad()
@@ -239,11 +268,7 @@ class DiffuASR(SequentialRecommender):
         guidance = self.forward(item_seq)
 
         def denoiser(noisy, timesteps):
-            conditional = self.unet(noisy, timesteps, guidance)
-            if self.guidance_type == "cond":
-                return conditional
-            unconditional = self.unet(noisy, timesteps, self.null_guidance.expand_as(guidance))
-            return guided_output(conditional, unconditional, self.guidance_weight)
+            return self.denoise(noisy, timesteps, guidance)
 
         shape = (item_seq.size(0), self.aug_num, self.hidden_size)
         return self.diffusion.sample(
