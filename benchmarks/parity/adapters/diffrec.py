@@ -123,17 +123,47 @@ def _load_file(official_dir, relative, name):
     return module
 
 
-def load_official(official_dir):
-    """The official ``models/gaussian_diffusion.py`` and ``models/DNN.py`` of ``official_dir`` (loaded by path)."""
+def check_official(official_dir, files, folder):
+    """``official_dir`` as a Path; FileNotFoundError naming the missing ``files`` when it is not the snapshot's
+    ``folder`` (e.g. ``DiffRec/``)."""
     official_dir = Path(official_dir)
-    missing = [name for name in OFFICIAL_FILES if not (official_dir / name).is_file()]
+    missing = [name for name in files if not (official_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"not an official DiffRec snapshot (its DiffRec/ folder): {', '.join(missing)} missing in {official_dir}"
+            f"not an official snapshot (its {folder} folder): {', '.join(missing)} missing in {official_dir}"
         )
+    return official_dir
+
+
+def load_official(official_dir):
+    """The official ``models/gaussian_diffusion.py`` and ``models/DNN.py`` of ``official_dir`` (loaded by path)."""
+    official_dir = check_official(official_dir, OFFICIAL_FILES, "DiffRec/")
     gaussian_diffusion = _load_file(official_dir, OFFICIAL_FILES[0], "diffrec_official_gaussian_diffusion")
     dnn = _load_file(official_dir, OFFICIAL_FILES[1], "diffrec_official_dnn")
     return gaussian_diffusion, dnn
+
+
+def official_diffusion(gd, hparams, device):
+    """The official ``GaussianDiffusion`` of module ``gd`` built as ``main.py`` builds it from ``hparams`` (its
+    history_num_per_term and beta_fixed: the class defaults)."""
+    mean_type = {"x0": gd.ModelMeanType.START_X, "eps": gd.ModelMeanType.EPSILON}[hparams["mean_type"]]
+    return gd.GaussianDiffusion(
+        mean_type,
+        hparams["noise_schedule"],
+        hparams["noise_scale"],
+        hparams["noise_min"],
+        hparams["noise_max"],
+        hparams["steps"],
+        device,
+    ).to(device)
+
+
+def user_batches(rows, batch_size, device):
+    """``main.py``'s training ``DataLoader(shuffle=True)``: the rows in a fresh random order, batches of
+    ``batch_size`` (the last partial), on ``device``."""
+    order = torch.randperm(len(rows))
+    for start in range(0, len(order), batch_size):
+        yield rows[order[start : start + batch_size]].to(device)
 
 
 class OfficialRunner:
@@ -145,17 +175,8 @@ class OfficialRunner:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.uid_field = dataset.uid_field
         n_users, n_items = dataset.user_num - 1, dataset.item_num - 1
-        self.train = torch.FloatTensor(official_matrix(export(dataset), n_users, n_items).toarray())
-        mean_type = {"x0": gd.ModelMeanType.START_X, "eps": gd.ModelMeanType.EPSILON}[hparams["mean_type"]]
-        self.diffusion = gd.GaussianDiffusion(
-            mean_type,
-            hparams["noise_schedule"],
-            hparams["noise_scale"],
-            hparams["noise_min"],
-            hparams["noise_max"],
-            hparams["steps"],
-            self.device,
-        ).to(self.device)
+        self.train = torch.FloatTensor(self.training_matrix(dataset, n_users, n_items).toarray())
+        self.diffusion = official_diffusion(gd, hparams, self.device)
         out_dims = list(hparams["dims"]) + [n_items]
         self.model = dnn.DNN(out_dims[::-1], out_dims, hparams["emb_size"], time_type="cat", norm=hparams["norm"])
         self.model = self.model.to(self.device)
@@ -163,13 +184,16 @@ class OfficialRunner:
             self.model.parameters(), lr=hparams["learning_rate"], weight_decay=hparams["weight_decay"]
         )
 
+    def training_matrix(self, dataset, n_users, n_items):
+        """The official training matrix of ``dataset`` (ones at the exported pairs; T-DiffRec's adapter overrides
+        it with the time-aware weights): the model's input in training and scoring."""
+        return official_matrix(export(dataset), n_users, n_items)
+
     def train_epoch(self):
         """One official epoch: all users in a random order, batches of ``batch_size``; returns the summed loss."""
         self.model.train()
         total = 0.0
-        order = torch.randperm(len(self.train))
-        for start in range(0, len(order), self.hparams["batch_size"]):
-            batch = self.train[order[start : start + self.hparams["batch_size"]]].to(self.device)
+        for batch in user_batches(self.train, self.hparams["batch_size"], self.device):
             self.optimizer.zero_grad()
             losses = self.diffusion.training_losses(self.model, batch, self.hparams["reweight"])
             loss = losses["loss"].mean()
