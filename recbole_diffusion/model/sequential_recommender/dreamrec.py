@@ -36,7 +36,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, guided_output
+from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, drop_condition, guided_output
 from recbole_diffusion.model.layers import (
     SequenceEncoder,
     StepEmbedding,
@@ -100,8 +100,7 @@ class DreamRec(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        unconditional = torch.rand(guidance.size(0), device=guidance.device) < self.p_uncond
-        guidance = torch.where(unconditional[:, None], self.null_guidance.expand_as(guidance), guidance)
+        guidance = drop_condition(guidance, self.null_guidance, self.p_uncond)
         target_embedding = self.item_embedding(interaction[self.POS_ITEM_ID])
         if self.detach_target:
             target_embedding = target_embedding.detach()
