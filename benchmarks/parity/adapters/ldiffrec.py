@@ -232,11 +232,10 @@ def main(arguments=None):
     parser.add_argument("--output", required=True)
     args = parser.parse_args(arguments)
     from benchmarks.parity import harness
-    from recbole_diffusion import Config, create_dataset
 
-    with harness.argv(["parity"]):
-        config = Config(model="DiffRec", dataset=args.dataset, config_dict={"state": "WARNING"})
-    dataset = create_dataset(config)
+    config_dict = {**diffrec.plugin_config(diffrec.DEFAULTS), "state": "WARNING"}
+    _, train_data, _, _ = harness.build_split("DiffRec", args.dataset, config_dict, CONFIG_FILES, METRICS)
+    dataset = train_data._dataset  # the items of the split that run_parity builds
     np.save(args.output, random_item_embeddings(dataset.item_num - 1))
     print(f"{args.output}: {dataset.item_num - 1} x {EMBEDDING_SIZE}")
 
