@@ -76,6 +76,15 @@ OFFICIAL_SCHEDULES = {
 # No option changes the official code. attention_mask reaches the plugin only: "queries" is the official mask (the
 # default here), "keys" the plugin's own default, which differs from the official code.
 MODIFICATIONS = {}
+# The official test scores a copy of the model taken after model.eval(): the metric rows are its evaluation.
+EVALUATION_NOTE = (
+    "Both sides: the model after the last epoch (no validation, no checkpoint selection); test split of the "
+    "plugin, full ranking by the plugin's evaluator, padding item masked. Metric rows: model.eval(), as the "
+    "official test (it scores a copy of the model taken after model.eval()); dropout_*: dropout left on while "
+    "scoring, for reference only. norm_ratio: collapse.popularity_norm_ratio of the item table (popular / rare "
+    "quarter of training targets); n/a on the plugin side, whose DiffuRec declares no target table (its CE loss "
+    "is not checked for collapse)."
+)
 
 
 def plugin_config(hparams):
