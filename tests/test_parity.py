@@ -4,6 +4,7 @@ on a fake official module, and the plugin side. The official code is not needed;
 when ``PARITY_OFFICIAL_DREAMREC`` names a snapshot of YangZhengyi98/DreamRec.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -209,3 +210,14 @@ def test_official_side_runs_the_official_code(split):
 def test_missing_official_snapshot_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="DreamRec.py"):
         dreamrec.load_official(tmp_path, [])
+
+
+def test_resume_keeps_finished_rows_of_the_same_run(tmp_path):
+    hparams = dict(dreamrec.DEFAULTS)
+    assert run_parity.finished_rows(tmp_path, hparams, "ml-100k") == []
+    row = {"side": "plugin", "seed": 100, **{column: 0.25 for column in harness.COLUMNS[2:]}, "norm_ratio": None}
+    harness.write_metrics([row], tmp_path / "metrics.csv")
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": "ml-100k", **hparams}))
+    assert run_parity.finished_rows(tmp_path, hparams, "ml-100k") == [row]
+    with pytest.raises(SystemExit, match="other values of epochs, learning_rate"):
+        run_parity.finished_rows(tmp_path, {**hparams, "epochs": 9, "learning_rate": 1.0}, "ml-100k")

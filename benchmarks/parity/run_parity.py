@@ -5,12 +5,16 @@
 
 Hyperparameters are the adapter's shared ``DEFAULTS`` (e.g. ``--learning_rate=0.001``, ``--detach_target=True``);
 both sides get the same values. Seeds are 100, 101, ... (the official default seed first). Writes ``metrics.csv`` (one
-row per side and seed) and ``table.md`` (mean ± std over seeds per side) into the output folder.
+row per side and seed, written after each) and ``table.md`` (mean ± std over seeds per side) into the output folder.
+``--resume`` keeps the rows of an interrupted run in that folder (same hyperparameters, recorded in ``run.json``) and
+computes only the missing (side, seed) rows.
 """
 
 import argparse
 import ast
+import csv
 import os
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +51,7 @@ def parse_args(arguments):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--output", default=None)
     parser.add_argument("--sides", default="plugin,official", help="comma-separated: plugin, official")
+    parser.add_argument("--resume", action="store_true", help="keep the finished rows of the output folder's run")
     args, rest = parser.parse_known_args(arguments)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -82,6 +87,28 @@ def shown_argument(item, commit):
     return item
 
 
+def finished_rows(output, hparams, dataset):
+    """The rows of ``output/metrics.csv`` of an earlier run of the same ``dataset`` and ``hparams`` (``run.json``);
+    a folder of another run is refused with the keys that differ."""
+    run_file, metrics_file = output / "run.json", output / "metrics.csv"
+    if not run_file.is_file() or not metrics_file.is_file():
+        return []
+    earlier = json.loads(run_file.read_text())
+    wanted = {"dataset": dataset, **hparams}
+    differing = sorted(key for key in {**earlier, **wanted} if earlier.get(key) != wanted.get(key))
+    if differing:
+        raise SystemExit(f"error: --resume: {output} holds a run with other values of {', '.join(differing)}")
+    with open(metrics_file, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        {
+            key: value if key == "side" else int(value) if key == "seed" else float(value) if value else None
+            for key, value in row.items()
+        }
+        for row in rows
+    ]
+
+
 def main(arguments=None):
     arguments = sys.argv[1:] if arguments is None else arguments
     args, adapter, hparams = parse_args(arguments)
@@ -93,9 +120,13 @@ def main(arguments=None):
     config, train_data, _, test_data = harness.build_split(
         adapter.MODEL, args.dataset, {**adapter.plugin_config(hparams), "seed": FIRST_SEED}, config_files, metrics
     )
-    rows = []
+    rows = finished_rows(output, hparams, args.dataset) if args.resume else []
+    (output / "run.json").write_text(json.dumps({"dataset": args.dataset, **hparams}, indent=1) + "\n")
+    done = {(row["side"], row["seed"]) for row in rows}
     for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
         for side in sides:
+            if (side, seed) in done:
+                continue
             if side == "plugin":
                 row = harness.run_plugin_side(config, train_data, test_data, seed, metrics, scorings)
             else:
@@ -110,7 +141,7 @@ def main(arguments=None):
             harness.write_metrics(rows, output / "metrics.csv", columns)
     commit = official_commit(args.official)
     command = " ".join(
-        ["python benchmarks/parity/run_parity.py"] + [shown_argument(item, commit) for item in arguments]
+        ["python benchmarks/parity/run_parity.py"] + [shown_argument(item, commit) for item in arguments if item != "--resume"]
     )
     modified = [text for key, text in adapter.MODIFICATIONS.items() if hparams.get(key)]
     notes = [
@@ -119,6 +150,7 @@ def main(arguments=None):
         "Hyperparameters (both sides): " + ", ".join(f"{key}={value}" for key, value in hparams.items()) + ".",
         getattr(adapter, "EVALUATION_NOTE", EVALUATION_NOTE),
     ] + [f"Official side: {text}." for text in modified]
+    rows = [row for row in rows if row["side"] in sides and row["seed"] < FIRST_SEED + args.seeds]
     table = harness.markdown_table(rows, sides, columns)
     (output / "table.md").write_text(
         f"# Parity: {adapter.MODEL} on {args.dataset}\n\n{table}\n" + "\n".join(f"- {note}" for note in notes) + "\n"
