@@ -13,8 +13,8 @@ computes only the missing (side, seed) rows.
 import argparse
 import ast
 import csv
-import os
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -140,9 +140,8 @@ def main(arguments=None):
             )
             harness.write_metrics(rows, output / "metrics.csv", columns)
     commit = official_commit(args.official)
-    command = " ".join(
-        ["python benchmarks/parity/run_parity.py"] + [shown_argument(item, commit) for item in arguments if item != "--resume"]
-    )
+    shown = [shown_argument(item, commit) for item in arguments if item != "--resume"]
+    command = " ".join(["python benchmarks/parity/run_parity.py", *shown])
     modified = [text for key, text in adapter.MODIFICATIONS.items() if hparams.get(key)]
     notes = [
         f"Official code: {adapter.OFFICIAL_REPOSITORY} at commit {commit}.",

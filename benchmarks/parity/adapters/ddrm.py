@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from benchmarks.parity.adapters import diffrec
+from benchmarks.parity.official_code import checked_snapshot
 
 MODEL = "DDRM"
 OFFICIAL_REPOSITORY = "Polaris-JZ/DDRM"
@@ -198,9 +199,7 @@ def _official_import_context(official_dir, arguments):
 def load_official(official_dir, hparams):
     """The official modules of ``official_dir`` as a namespace (``world``, ``model``, ``diffusion``, ``utils``,
     ``dataloader``), imported with the run's flags (see the module docstring)."""
-    official_dir = diffrec.check_official(
-        official_dir, OFFICIAL_FILES, "DDRM_LightGCN/"
-    )
+    official_dir = checked_snapshot(official_dir, OFFICIAL_FILES, "its DDRM_LightGCN/ folder")
     with _official_import_context(official_dir, official_flags(hparams)):
         import dataloader  # the official modules, importable only inside the context
         import diffusion

@@ -26,12 +26,12 @@ sampling_steps, sampling_noise)`` from the test user's training row (the officia
 validation items (the official ``mask_tv``).
 """
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from benchmarks.parity.official_code import checked_snapshot, load_module
 
 MODEL = "DiffRec"
 OFFICIAL_REPOSITORY = "YiyanXu/DiffRec"
@@ -116,30 +116,11 @@ def plugin_scores(official_scores):
     return torch.cat([torch.zeros_like(official_scores[:, :1]), official_scores], dim=1)
 
 
-def _load_file(official_dir, relative, name):
-    spec = importlib.util.spec_from_file_location(name, Path(official_dir) / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def check_official(official_dir, files, folder):
-    """``official_dir`` as a Path; FileNotFoundError naming the missing ``files`` when it is not the snapshot's
-    ``folder`` (e.g. ``DiffRec/``)."""
-    official_dir = Path(official_dir)
-    missing = [name for name in files if not (official_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"not an official snapshot (its {folder} folder): {', '.join(missing)} missing in {official_dir}"
-        )
-    return official_dir
-
-
 def load_official(official_dir):
     """The official ``models/gaussian_diffusion.py`` and ``models/DNN.py`` of ``official_dir`` (loaded by path)."""
-    official_dir = check_official(official_dir, OFFICIAL_FILES, "DiffRec/")
-    gaussian_diffusion = _load_file(official_dir, OFFICIAL_FILES[0], "diffrec_official_gaussian_diffusion")
-    dnn = _load_file(official_dir, OFFICIAL_FILES[1], "diffrec_official_dnn")
+    official_dir = checked_snapshot(official_dir, OFFICIAL_FILES, "its DiffRec/ folder")
+    gaussian_diffusion = load_module("diffrec_official_gaussian_diffusion", official_dir / OFFICIAL_FILES[0])
+    dnn = load_module("diffrec_official_dnn", official_dir / OFFICIAL_FILES[1])
     return gaussian_diffusion, dnn
 
 

@@ -34,13 +34,13 @@ metric rows here); only with ``eval_interval > epochs`` is it a copy of the trai
 """
 
 import argparse
-import importlib.util
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.parity.official_code import checked_snapshot, load_module
 
 MODEL = "DiffuRec"
 OFFICIAL_REPOSITORY = "WHUIR/DiffuRec"
@@ -188,21 +188,10 @@ def numpy_int_alias():
 def load_official(official_dir):
     """The official modules ``src/model.py`` and ``src/utils.py`` of the snapshot ``official_dir`` (its ``src/`` on
     sys.path for their own imports)."""
-    source = Path(official_dir) / "src"
-    missing = [name for name in OFFICIAL_FILES if not (source / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"not an official DiffuRec snapshot: src/{', src/'.join(missing)} missing")
+    source = checked_snapshot(official_dir, [f"src/{name}" for name in OFFICIAL_FILES], "WHUIR/DiffuRec") / "src"
     if str(source) not in sys.path:
         sys.path.insert(0, str(source))
-    return tuple(_load_module(f"diffurec_official_{name}", source / f"{name}.py") for name in ("model", "utils"))
-
-
-def _load_module(name, path):
-    """Import the file ``path`` as a new module ``name`` (not under the official file's own, generic, name)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return tuple(load_module(f"diffurec_official_{name}", source / f"{name}.py") for name in ("model", "utils"))
 
 
 class OfficialRunner:

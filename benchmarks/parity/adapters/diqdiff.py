@@ -36,18 +36,17 @@ import argparse
 import sys
 import types
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
 from benchmarks.parity.adapters.diffurec import (
     OFFICIAL_HEADS,
     OFFICIAL_SCHEDULES,
-    _load_module,
     export,
     numpy_int_alias,
     official_histories,
 )
+from benchmarks.parity.official_code import checked_snapshot, load_module
 
 MODEL = "DiQDiff"
 OFFICIAL_REPOSITORY = "maowenyu-11/DiQDiff"
@@ -177,17 +176,12 @@ def faiss_stand_in():
 
 def load_official(official_dir):
     """The official modules ``src/codiffu.py`` and ``src/utils.py`` of the snapshot ``official_dir``."""
-    source = Path(official_dir) / "src"
-    missing = [name for name in OFFICIAL_FILES if not (source / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"not an official DiQDiff snapshot: src/{', src/'.join(missing)} missing"
-        )
+    source = checked_snapshot(official_dir, [f"src/{name}" for name in OFFICIAL_FILES], "maowenyu-11/DiQDiff") / "src"
     if str(source) not in sys.path:
         sys.path.insert(0, str(source))
     with faiss_stand_in():
         return tuple(
-            _load_module(f"diqdiff_official_{name}", source / f"{name}.py")
+            load_module(f"diqdiff_official_{name}", source / f"{name}.py")
             for name in ("codiffu", "utils")
         )
 

@@ -22,13 +22,13 @@ Ids: plugin item ``i`` (1 .. n_items-1, 0 = padding) is official item ``i - 1``;
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from benchmarks.parity.official_code import checked_snapshot
 from recbole_diffusion.model.layers import init_normal_weights
 
 MODEL = "DreamRec"
@@ -142,10 +142,7 @@ def plugin_item_table(official_weight):
 
 def load_official(official_dir, flags):
     """Import the official ``DreamRec.py`` from ``official_dir`` with ``flags`` as its command line (a new module)."""
-    official_dir = Path(official_dir)
-    missing = [name for name in OFFICIAL_FILES if not (official_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"not an official DreamRec snapshot: {', '.join(missing)} missing in {official_dir}")
+    official_dir = checked_snapshot(official_dir, OFFICIAL_FILES, "YangZhengyi98/DreamRec")
     if str(official_dir) not in sys.path:
         sys.path.insert(0, str(official_dir))
     spec = importlib.util.spec_from_file_location("dreamrec_official", official_dir / "DreamRec.py")

@@ -43,6 +43,7 @@ import torch
 
 from benchmarks.parity.adapters import diffrec
 from benchmarks.parity.adapters.diffrec import CONFIG_FILES, METRICS, OFFICIAL_REPOSITORY, SCORINGS  # noqa: F401
+from benchmarks.parity.official_code import checked_snapshot, load_module
 
 MODEL = "LDiffRec"
 OFFICIAL_FILES = ("models/gaussian_diffusion.py", "models/DNN.py", "models/Autoencoder.py")
@@ -122,15 +123,15 @@ def plugin_clustering(seed):
 def load_official(official_dir):
     """The official ``gaussian_diffusion``, ``DNN`` and ``Autoencoder`` modules of ``official_dir`` (by path; the
     ``kmeans_pytorch`` import answered by a stand-in while loading)."""
-    official_dir = diffrec.check_official(official_dir, OFFICIAL_FILES, "L-DiffRec/")
-    gaussian_diffusion = diffrec._load_file(official_dir, OFFICIAL_FILES[0], "ldiffrec_official_gaussian_diffusion")
-    dnn = diffrec._load_file(official_dir, OFFICIAL_FILES[1], "ldiffrec_official_dnn")
+    official_dir = checked_snapshot(official_dir, OFFICIAL_FILES, "its L-DiffRec/ folder")
+    gaussian_diffusion = load_module("ldiffrec_official_gaussian_diffusion", official_dir / OFFICIAL_FILES[0])
+    dnn = load_module("ldiffrec_official_dnn", official_dir / OFFICIAL_FILES[1])
     saved = sys.modules.get("kmeans_pytorch")
     stand_in = types.ModuleType("kmeans_pytorch")
     stand_in.kmeans = plugin_clustering(0)
     sys.modules["kmeans_pytorch"] = stand_in
     try:
-        autoencoder = diffrec._load_file(official_dir, OFFICIAL_FILES[2], "ldiffrec_official_autoencoder")
+        autoencoder = load_module("ldiffrec_official_autoencoder", official_dir / OFFICIAL_FILES[2])
     finally:
         if saved is None:
             del sys.modules["kmeans_pytorch"]
