@@ -1,6 +1,10 @@
-"""The trainer of the plugin's models: RecBole's ``Trainer`` plus an optional step decay of the learning rate and the
-embedding-collapse check of :mod:`recbole_diffusion.collapse` after every training epoch."""
+"""The trainer of the plugin's models: RecBole's ``Trainer`` plus an optional step decay of the learning rate, the
+embedding-collapse check of :mod:`recbole_diffusion.collapse` after every training epoch, and validation with the
+model's validation sampler (:mod:`recbole_diffusion.model.sampling`) that leaves the training's random stream alone."""
 
+from contextlib import nullcontext
+
+import torch
 from recbole.trainer import Trainer
 
 from recbole_diffusion.collapse import CONFIG_KEY, CollapseMonitor
@@ -25,7 +29,7 @@ def step_decay(config):
 
 
 class DiffusionTrainer(Trainer):
-    """RecBole's ``Trainer`` with two additions.
+    """RecBole's ``Trainer`` with three additions.
 
     Learning-rate step decay (PyTorch's ``StepLR`` stepped once per epoch, as in DiffuRec's and DiQDiff's official
     code): epoch ``e`` (from 0) trains at ``learning_rate * lr_gamma ** (e // lr_step_size)``; ``lr_step_size: ~``
@@ -34,6 +38,10 @@ class DiffusionTrainer(Trainer):
 
     After each training epoch the model's target embedding table (if it declares one) is checked for embedding
     collapse, with the threshold ``collapse_norm_ratio`` (absent from a plain RecBole config: no check).
+
+    Validation scores with the model's ``validation_sampler`` when it has one (``valid_inference_steps``), and inside
+    a fork of torch's random state: the noise a validation draws does not change the training that follows, so a run
+    trains the same model whatever its validation sampler or ``eval_step``.
     """
 
     def __init__(self, config, model):
@@ -56,3 +64,9 @@ class DiffusionTrainer(Trainer):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.collapse_monitor.after_epoch(epoch_idx, train_data._dataset)
         return loss
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        sampler = getattr(self.model, "validation_sampler", None)
+        cuda_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices), sampler() if sampler else nullcontext():
+            return super()._valid_epoch(valid_data, show_progress=show_progress)

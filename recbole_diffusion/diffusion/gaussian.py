@@ -181,15 +181,16 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"start_step must be in 0..{self.num_steps - 1}, got {start_step}")
         return start_step
 
-    def check_inference_steps(self, inference_steps):
-        """Raise unless the config value ``inference_steps`` is ``None`` (the full DDPM chain) or 1..T (DDIM)."""
+    def check_inference_steps(self, inference_steps, key="inference_steps"):
+        """Raise unless the config value ``inference_steps`` (of the config key ``key``) is ``None`` (the full DDPM
+        chain) or 1..T (DDIM)."""
         if inference_steps is None:
             return
         if isinstance(inference_steps, bool) or not isinstance(inference_steps, int):
-            raise ValueError(f"inference_steps must be ~ (the full DDPM chain) or an int, got {inference_steps!r}")
+            raise ValueError(f"{key} must be ~ (the full DDPM chain) or an int, got {inference_steps!r}")
         if not 1 <= inference_steps <= self.num_steps:
             raise ValueError(
-                f"inference_steps must be ~ (the full DDPM chain) or in 1..{self.num_steps} (the diffusion steps), "
+                f"{key} must be ~ (the full DDPM chain) or in 1..{self.num_steps} (the diffusion steps), "
                 f"got {inference_steps}"
             )
 

@@ -18,7 +18,8 @@ its best inner product with any channel's generated embedding.
 Config keys (defaults and comments in ``properties/model/DiffDiv.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
     layer_norm_eps, initializer_range, latent_size, kl_weight, divergence, divergence_param, num_channels,
-    diffusion_steps, beta_schedule, beta_start, beta_end, inference_steps, ddim_eta, detach_target, item_emb_path.
+    diffusion_steps, beta_schedule, beta_start, beta_end, inference_steps, valid_inference_steps, ddim_eta,
+    detach_target, item_emb_path.
 
 Embedding collapse (``recbole_diffusion.collapse``): the reconstruction divergence pulls the *trainable* target
 embedding as DreamRec's MSE does. ``detach_target`` (no gradient through the target embedding) and ``item_emb_path``
@@ -49,6 +50,7 @@ from recbole_diffusion.model.layers import (
     init_item_embedding,
     init_normal_weights,
 )
+from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import boolean
 
@@ -85,7 +87,7 @@ def gamma_cross_entropy(prediction, target, gamma):
 
 
 @register_model
-class DiffDiv(SequentialRecommender):
+class DiffDiv(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
     target_embedding_table = "item_embedding"  # what the reconstruction term pulls: checked for collapse
 
@@ -98,7 +100,6 @@ class DiffDiv(SequentialRecommender):
         self.divergence = config["divergence"]
         self.divergence_param = config["divergence_param"]
         self.num_channels = config["num_channels"]
-        self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
         self.detach_target = boolean("detach_target", config["detach_target"])
         if self.divergence not in DIVERGENCES:
@@ -127,7 +128,7 @@ class DiffDiv(SequentialRecommender):
         )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.diffusion.check_inference_steps(self.inference_steps)
+        self.init_sampling(config, self.diffusion)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
         init_item_embedding(self.item_embedding, config["item_emb_path"])
 
@@ -177,7 +178,7 @@ class DiffDiv(SequentialRecommender):
             lambda noisy, t: self.denoise(noisy, guidance, t),
             guidance.shape,
             guidance.device,
-            num_inference_steps=self.inference_steps,
+            num_inference_steps=self.sampler_steps,
             eta=self.ddim_eta,
         )
         return generated.view(self.num_channels, mu.size(0), self.hidden_size)

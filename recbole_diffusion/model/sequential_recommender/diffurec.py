@@ -15,7 +15,8 @@ the chain for DDIM with fewer steps (not in the paper; for speed/accuracy trade-
 
 Config keys (defaults and comments in ``properties/model/DiffuRec.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob, hidden_act, layer_norm_eps,
-    attention_mask, diffusion_steps, beta_schedule, lambda_uncertainty, inference_steps, ddim_eta.
+    attention_mask, diffusion_steps, beta_schedule, lambda_uncertainty, inference_steps, valid_inference_steps,
+    ddim_eta.
 
 Differences from the official code: padded positions are masked as attention keys by default (``attention_mask:
 keys``, a fix: the official mask, ``queries``, only masks padded queries, so real items also attend to padding and a
@@ -36,6 +37,7 @@ from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
 from recbole_diffusion.model.layers import DiffuRecTransformer, sinusoidal_embedding
+from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import positive_int
 
@@ -43,7 +45,7 @@ BETA_SCHEDULES = ("trunc_linear", "linear", "cosine", "sqrt", "trunc_cosine")
 
 
 @register_model
-class DiffuRec(SequentialRecommender):
+class DiffuRec(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
 
     def __init__(self, config, dataset):
@@ -54,7 +56,6 @@ class DiffuRec(SequentialRecommender):
         diffusion_steps = config["diffusion_steps"]
         beta_schedule = config["beta_schedule"]
         self.lambda_uncertainty = config["lambda_uncertainty"]
-        self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
         if not isinstance(self.hidden_size, int) or self.hidden_size < 4 or self.hidden_size % 2:
             raise ValueError(f"hidden_size must be an even int >= 4, got {self.hidden_size!r}")
@@ -79,7 +80,7 @@ class DiffuRec(SequentialRecommender):
         scaled_ends = {"beta_start": 0.1 / diffusion_steps, "beta_end": 20.0 / diffusion_steps}
         betas = make_betas(beta_schedule, diffusion_steps, **(scaled_ends if beta_schedule == "linear" else {}))
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0", variance_type="fixed_large")
-        self.diffusion.check_inference_steps(self.inference_steps)
+        self.init_sampling(config, self.diffusion)
         self.step_scale = 1000.0 / diffusion_steps
 
     def approximate(self, history, padding, item_seq_len, noisy_target, timesteps):
@@ -104,7 +105,7 @@ class DiffuRec(SequentialRecommender):
             denoise,
             (item_seq.size(0), self.hidden_size),
             item_seq.device,
-            num_inference_steps=self.inference_steps,
+            num_inference_steps=self.sampler_steps,
             eta=self.ddim_eta,
         )
 

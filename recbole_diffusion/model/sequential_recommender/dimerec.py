@@ -20,7 +20,7 @@ every step, and ranks all items by cosine with the generated embedding.
 Config keys (defaults and comments in ``properties/model/DimeRec.yaml``):
     hidden_size, gem_type, n_interests, denoiser_hidden_size, initializer_range, diffusion_steps, beta_schedule,
     beta_start, beta_end, noise_scale, recon_weight, ssm_weight, n_negatives, temperature, inference_steps,
-    ddim_eta.
+    valid_inference_steps, ddim_eta.
 
 Choices where the paper leaves it open (no official code): the guidance ``K x d`` is flattened and concatenated
 with ``x_t`` and a step embedding as the MLP input; cosine logits need a temperature (``temperature``); with the
@@ -48,13 +48,14 @@ from recbole_diffusion.diffusion import (
     spherical_sample,
 )
 from recbole_diffusion.model.layers import StepEmbedding, init_normal_weights
+from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
 
 GEM_TYPES = ("model", "rule")
 
 
 @register_model
-class DimeRec(SequentialRecommender):
+class DimeRec(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
 
     def __init__(self, config, dataset):
@@ -67,7 +68,6 @@ class DimeRec(SequentialRecommender):
         self.ssm_weight = config["ssm_weight"]
         self.n_negatives = config["n_negatives"]
         self.temperature = config["temperature"]
-        self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
         noise_scale = config["noise_scale"]
         denoiser_hidden_size = config["denoiser_hidden_size"]
@@ -102,7 +102,7 @@ class DimeRec(SequentialRecommender):
         )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.diffusion.check_inference_steps(self.inference_steps)
+        self.init_sampling(config, self.diffusion)
         if noise_scale is None:
             noise_scale = right_angle_noise_scale(self.diffusion, self.hidden_size)
         self.noise_scale = noise_scale
@@ -166,7 +166,7 @@ class DimeRec(SequentialRecommender):
             lambda x_t, timesteps: self.denoise(x_t, guidance, timesteps),
             (guidance.size(0), self.hidden_size),
             guidance.device,
-            num_inference_steps=self.inference_steps,
+            num_inference_steps=self.sampler_steps,
             eta=self.ddim_eta,
             noise_scale=self.noise_scale,
         )

@@ -19,7 +19,7 @@ product with the generated item.
 Config keys (defaults and comments in ``properties/model/DiQDiff.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob, hidden_act, layer_norm_eps,
     attention_mask, num_codes, gumbel_temperature, lambda_history, lambda_code, lambda_contrast,
-    contrast_temperature, diffusion_steps, beta_schedule, inference_steps, ddim_eta.
+    contrast_temperature, diffusion_steps, beta_schedule, inference_steps, valid_inference_steps, ddim_eta.
 
 The denoiser is DiffuRec's Transformer (``DiffuRecTransformer``, as officially: pre-LayerNorm blocks without position
 embeddings, one dropout rate, output ``LayerNorm(dropout(.))`` at the last position) over right-aligned histories (as
@@ -46,6 +46,7 @@ from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
 from recbole_diffusion.model.layers import DiffuRecTransformer, StepEmbedding
+from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import positive_int
 
@@ -60,7 +61,7 @@ def align_right(item_seq, item_seq_len):
 
 
 @register_model
-class DiQDiff(SequentialRecommender):
+class DiQDiff(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
 
     def __init__(self, config, dataset):
@@ -72,7 +73,6 @@ class DiQDiff(SequentialRecommender):
         self.lambda_code = config["lambda_code"]
         self.lambda_contrast = config["lambda_contrast"]
         self.contrast_temperature = config["contrast_temperature"]
-        self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
         positive_int("num_codes", self.num_codes)
         for key in ("gumbel_temperature", "contrast_temperature"):
@@ -93,7 +93,7 @@ class DiQDiff(SequentialRecommender):
         betas = make_betas(config["beta_schedule"], config["diffusion_steps"])
         # The other layers keep PyTorch's default init, as in the official code.
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.diffusion.check_inference_steps(self.inference_steps)
+        self.init_sampling(config, self.diffusion)
 
     def quantize(self, history):
         """SVQ: the code ``s_q`` of each history ``[batch, L, d]``; in training, first refresh the used codes."""
@@ -152,7 +152,7 @@ class DiQDiff(SequentialRecommender):
             lambda noisy_item, timesteps: self.denoise(item_seq, guidance, noisy_item, timesteps),
             (item_seq.size(0), self.hidden_size),
             item_seq.device,
-            num_inference_steps=self.inference_steps,
+            num_inference_steps=self.sampler_steps,
             eta=self.ddim_eta,
         )
 

@@ -14,7 +14,7 @@ chain from Gaussian noise and ranks all items by inner product with the generate
 Config keys (defaults and comments in ``properties/model/DreamRec.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
     layer_norm_eps, initializer_range, denoiser_type, diffusion_steps, beta_schedule, beta_start, beta_end,
-    p_uncond, guidance_weight, inference_steps, ddim_eta, detach_target, item_emb_path.
+    p_uncond, guidance_weight, inference_steps, valid_inference_steps, ddim_eta, detach_target, item_emb_path.
 
 Embedding collapse (``recbole_diffusion.collapse``): the official loss regresses onto the *trainable* target
 embedding, so it can fall by shrinking the targets, the popular ones most, and inner-product ranking then favours
@@ -43,6 +43,7 @@ from recbole_diffusion.model.layers import (
     init_item_embedding,
     init_normal_weights,
 )
+from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import boolean
 
@@ -50,7 +51,7 @@ DENOISER_TYPES = ("mlp1", "mlp2")
 
 
 @register_model
-class DreamRec(SequentialRecommender):
+class DreamRec(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
     target_embedding_table = "item_embedding"  # what the loss regresses onto: checked for collapse
 
@@ -60,7 +61,6 @@ class DreamRec(SequentialRecommender):
         self.initializer_range = config["initializer_range"]
         self.p_uncond = config["p_uncond"]
         self.guidance_weight = config["guidance_weight"]
-        self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
         self.detach_target = boolean("detach_target", config["detach_target"])
         denoiser_type = config["denoiser_type"]
@@ -84,7 +84,7 @@ class DreamRec(SequentialRecommender):
             )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.diffusion.check_inference_steps(self.inference_steps)
+        self.init_sampling(config, self.diffusion)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
         init_item_embedding(self.item_embedding, config["item_emb_path"])
 
@@ -122,7 +122,7 @@ class DreamRec(SequentialRecommender):
             guided_denoiser,
             guidance.shape,
             guidance.device,
-            num_inference_steps=self.inference_steps,
+            num_inference_steps=self.sampler_steps,
             eta=self.ddim_eta,
         )
 
