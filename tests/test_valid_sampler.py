@@ -1,9 +1,13 @@
 """``valid_inference_steps``: validation (early stopping, checkpoint choice) scores with its own, cheaper sampler while
 the test keeps ``inference_steps``; validation never changes the training that follows; bad values."""
 
+import csv
+
 import pytest
 import torch
+import yaml
 
+from benchmarks import valid_sampler
 from recbole_diffusion import get_trainer
 from recbole_diffusion.diffusion.gaussian import GaussianDiffusion
 from recbole_diffusion.model.sequential_recommender import dimerec
@@ -64,3 +68,31 @@ def test_bad_valid_inference_steps(value, allowed, tiny_config):
     settings = {**tiny_config, **DREAMREC_SMALL, "diffusion_steps": 20, "valid_inference_steps": value}
     with pytest.raises(ValueError, match=f"valid_inference_steps must be ~ .*{allowed}"):
         build_model("DreamRec", settings)
+
+
+def test_benchmark_script_validates_one_training_with_both_samplers(tiny_config, tmp_path):
+    settings = {**tiny_config, **DREAMREC_SMALL, "stopping_step": 1}
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(settings))
+    output = tmp_path / "out"
+    arguments = ["--model=DreamRec", "--dataset=markov", "--epochs=3", "--valid_inference_steps=2"]
+    valid_sampler.main([*arguments, f"--config_files={tmp_path / 'settings.yaml'}", f"--output={output}"])
+    with open(output / "epochs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert 2 <= len(rows) <= 3 and float(rows[0]["DDIM 2 steps seconds"]) > 0
+    summary = (output / "summary.md").read_text()
+    assert "| kept checkpoint (epoch, from 0) |" in summary and "| test ndcg@10 |" in summary
+    assert str(tmp_path) not in summary
+
+
+def test_benchmark_script_refuses_a_model_without_reverse_chain(tiny_config, tmp_path):
+    (tmp_path / "settings.yaml").write_text(yaml.safe_dump(tiny_config))
+    with pytest.raises(SystemExit, match="--model: a model with a reverse chain"):
+        valid_sampler.main(
+            [
+                "--model=SASRec",
+                "--dataset=markov",
+                "--epochs=1",
+                "--valid_inference_steps=2",
+                f"--config_files={tmp_path / 'settings.yaml'}",
+            ]
+        )
