@@ -3,6 +3,9 @@
 Several models (``--model=DreamRec,SASRec,GRU4Rec``) or ``--seeds`` run the comparison harness instead
 (:func:`recbole_diffusion.compare.compare`): every model on the same split, each seed, a report under
 ``--output_dir`` (default ``results``). ``--seeds=3`` means the seeds 2020, 2021, 2022; ``--seeds=1,7`` names them.
+Each (model, seed) cell is stored when done: the same command again continues an interrupted comparison.
+``--cells=DreamRec:2020,SASRec:2021`` runs only those cells, ``--report_only`` assembles the report from the stored
+cells, ``--force`` recomputes the cells stored with another config.
 
 ``--config_files="a.yaml b.yaml"`` reach every model; ``--model_config_files="DiffRec:d.yaml;TDiffRec:t.yaml u.yaml"``
 gives a model of ``--model`` its own files, read after ``--config_files`` (in a comparison or a single run).
@@ -18,6 +21,7 @@ from recbole_diffusion import DatasetNotFoundError, ModelNotFoundError, run
 from recbole_diffusion.compare import CompareInputError, compare
 
 FIRST_SEED = 2020
+FLAGS = ("--report_only", "--force")  # options without a value, which RecBole's command-line reader warns about
 
 
 def parse_args(argv=None):
@@ -40,12 +44,23 @@ def parse_args(argv=None):
         default={},
         help="yaml files of single models, read after --config_files: 'MODEL:a.yaml b.yaml;MODEL2:c.yaml'",
     )
+    parser.add_argument(
+        "--cells", type=parse_cells, default=None, help="comparison: run only these cells, 'MODEL:SEED,MODEL:SEED'"
+    )
+    parser.add_argument(
+        "--report_only", action="store_true", help="comparison: train nothing, write the report from the stored cells"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="comparison: recompute the cells stored with another config"
+    )
     args, _ = parser.parse_known_args(argv)
     args.models = [name.strip() for name in args.model.split(",")]
     strangers = [name for name in args.model_config_files if name not in args.models]
     if strangers:
         parser.error(f"--model_config_files: {', '.join(strangers)} not in --model ({args.model})")
-    args.compare = len(args.models) > 1 or args.seeds is not None
+    args.compare = (
+        len(args.models) > 1 or args.seeds is not None or args.cells is not None or args.report_only or args.force
+    )
     if args.compare and (args.nproc != 1 or args.world_size != -1):
         parser.error("--nproc/--world_size: a comparison runs in a single process")
     return args
@@ -62,6 +77,20 @@ def parse_seeds(text):
     if numbers[0] < 1:
         raise argparse.ArgumentTypeError(f"a count of seeds must be at least 1, got {text!r}")
     return list(range(FIRST_SEED, FIRST_SEED + numbers[0]))
+
+
+def parse_cells(text):
+    """``"DreamRec:2020,SASRec:2021"`` -> [("DreamRec", 2020), ("SASRec", 2021)]."""
+    cells = []
+    for entry in text.split(","):
+        name, colon, seed = (part.strip() for part in entry.partition(":"))
+        if not colon or not name or not seed:
+            raise argparse.ArgumentTypeError(f"expected MODEL:SEED entries separated by ',', got {entry!r} in {text!r}")
+        try:
+            cells.append((name, int(seed)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{entry!r}: the seed must be an integer") from None
+    return cells
 
 
 def parse_model_config_files(text):
@@ -89,15 +118,20 @@ def main(argv=None):
     config_file_list = args.config_files.split() if args.config_files else []
     try:
         if args.compare:
+            sys.argv = [argument for argument in sys.argv if argument not in FLAGS]
             seeds = args.seeds or [FIRST_SEED]
-            compare(
+            folder = compare(
                 args.models,
                 args.dataset,
                 seeds,
                 config_file_list,
                 output_dir=args.output_dir,
                 model_config_files=args.model_config_files,
+                cells=args.cells,
+                report_only=args.report_only,
+                force=args.force,
             )
+            print(f"cells stored in {folder / 'cells'}" if args.cells else f"comparison report written to {folder}")
             return 0
         run(
             args.model,

@@ -2,8 +2,10 @@
 
 :func:`compare` trains every model for every seed exactly as :func:`recbole_diffusion.run` does (early stopping on
 the validation split, the best checkpoint tested) and keeps, from that test, per-user values of every top-K metric
-(RecBole's own metric code on the ``rec.topk`` data its evaluator builds). It writes
-``<output_dir>/<dataset>/<timestamp>/``:
+(RecBole's own metric code on the ``rec.topk`` data its evaluator builds). Each (model, seed) *cell* is stored as
+soon as it is done (:mod:`recbole_diffusion.cells`), so the same call again skips the cells already stored, a killed
+run loses at most the cell in progress, and a cell interrupted mid-training continues from its last epoch. The
+report is always assembled from the stored cells into ``<output_dir>/<dataset>/<models joined by '-'>/``:
 
 * ``metrics.csv``: one row per model and seed, every test metric, the efficiency figures and ``config_files``
   (the config files that model read, shared ones first, space-separated);
@@ -28,14 +30,20 @@ Every comparison includes a popularity model, first in the list unless the user 
 ``SequentialPop`` among sequential models, RecBole's ``Pop`` otherwise. A *baseline* is that popularity model or any
 model that is not one of this plugin's models (RecBole's SASRec, GRU4Rec, ...); the best baseline is the one with
 the highest mean test value of ``valid_metric``.
+
+Beside the report, ``cells/`` holds the stored cells. A cell stored with a config that differs from the call's (see
+:func:`recbole_diffusion.cells.config_snapshot`) stops the call with the keys that differ, unless ``force``
+recomputes it. ``cells`` runs only some cells and writes no report; ``report_only`` trains nothing and assembles the
+report from the stored cells: one comparison can be spread over several runs or machines sharing ``output_dir``.
 """
 
+import fnmatch
 import inspect
 import re
 import resource
+import shutil
 import sys
 import time
-from datetime import datetime
 from logging import getLogger
 from pathlib import Path
 
@@ -50,6 +58,14 @@ from recbole.evaluator.register import metrics_dict, smaller_metrics
 from recbole.utils import ModelType, init_seed
 from scipy import stats
 
+from recbole_diffusion.cells import (
+    CELL_DIR_KEY,
+    CellStore,
+    checkpoint_in_cell,
+    config_hash,
+    config_snapshot,
+    differing_keys,
+)
 from recbole_diffusion.collapse import target_norm_ratio
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
@@ -73,6 +89,8 @@ ACCURACY_METRICS = ("hit", "recall", "ndcg", "mrr", "precision")
 BELOW_POPULARITY, BELOW_CHANCE = "†", "‡"
 CHANCE_ROW = "random ranking (expected)"
 PROC_CLEAR_REFS, PROC_STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
+REPORT_FILES = ("metrics.csv", "chance.csv", "significance.csv", "table.md", "inference_steps.csv")
+REPORT_PLOTS = ("accuracy_vs_*.png", "*_vs_inference_steps.png")
 
 
 def compare(
@@ -83,6 +101,9 @@ def compare(
     config_dict=None,
     output_dir="results",
     model_config_files=None,
+    cells=None,
+    report_only=False,
+    force=False,
 ):
     """Train and test every model in ``models`` for every seed in ``seeds`` on ``dataset`` and write the report.
 
@@ -95,17 +116,27 @@ def compare(
             random, so every model of one seed sees the identical split.
         config_file_list (list of str, optional), config_dict (dict, optional): as for :func:`run`; applied to
             every model (``seed`` is set per run).
-        output_dir (str or Path): the report goes to ``<output_dir>/<dataset>/<timestamp>/``.
+        output_dir (str or Path): the comparison's folder is ``<output_dir>/<dataset>/<models joined by '-'>/``
+            (popularity model included): the report, and the stored cells under ``cells/``.
         model_config_files (dict, optional): model name -> list of yaml files read by that model only, e.g. its
             official hyperparameters for this dataset; they come after ``config_file_list`` (so they override it)
             and below ``config_dict`` and the command line. ``metrics.csv`` and ``table.md`` record them.
+        cells (list of (str, int), optional): run only these (model, seed) cells, which must be of ``models`` and
+            ``seeds``, and write no report.
+        report_only (bool): train nothing; assemble the report from the stored cells, all of which must be there.
+        force (bool): recompute the cells stored with a config other than this call's instead of refusing them.
 
     Returns:
-        Path: the report folder.
+        Path: the comparison's folder.
     """
     models = _checked_models(models)
     seeds = _checked_seeds(seeds)
     model_config_files = _checked_model_config_files(model_config_files, models)
+    selected = _checked_cells(cells, models, seeds)
+    if report_only and (cells is not None or force):
+        raise CompareInputError(
+            "report_only: assembles the report from the stored cells; it takes neither cells nor force"
+        )
     files_of = {name: [*(config_file_list or []), *model_config_files.get(name, [])] for name in models}
 
     def run_config(name, seed, **overrides):
@@ -120,22 +151,75 @@ def compare(
     for _, _, config in runs:  # every setting checked before anything trains
         _check_step_grid(config[STEP_GRID_KEY])
     valid_metric = runs[-1][2]["valid_metric"].lower()
-    report_dir = _new_report_dir(Path(output_dir) / dataset)
-    (report_dir / "per_user").mkdir()
+    report_dir = Path(output_dir) / dataset / "-".join(models)
+    store = CellStore(report_dir / "cells")
+    chosen = [(seed, name, config) for seed, name, config in runs if selected is None or (name, seed) in selected]
+    snapshots = {(name, seed): config_snapshot(config) for seed, name, config in chosen}
+    changed = _changed_cells(store, snapshots)
+    if changed and not force:
+        listed = ", ".join(f"{name}:{seed} ({', '.join(keys)})" for (name, seed), keys in changed.items())
+        raise CompareInputError(
+            f"cells stored with another config: {listed}; recompute them with force=True (--force) or use another "
+            "output_dir"
+        )
+    if report_only:
+        missing = [f"{name}:{seed}" for seed, name, _ in runs if store.record(name, seed) is None]
+        if missing:
+            raise CompareInputError(
+                f"report_only: {len(missing)} of {len(runs)} cells are not stored yet: {', '.join(missing)}; "
+                "nothing written"
+            )
+    else:
+        for seed, name, config in chosen:
+            if (name, seed) in changed:
+                store.remove(name, seed)
+            elif store.record(name, seed) is not None:
+                getLogger().info(f"cell {name}:{seed} is stored already: skipped")
+                continue
+            _run_cell(store, name, seed, config, snapshots[(name, seed)], files_of[name])
+    if selected is not None:
+        return report_dir
+    write_report(report_dir, store, models, seeds, valid_metric, model_config_files)
+    getLogger().info(f"comparison report written to {report_dir}")
+    return report_dir
 
-    rows, step_rows, chance_rows = [], [], {}
-    for seed, model_name, config in runs:
-        row, per_user, sampler_rows, chance = _train_and_score(config)
-        chance_rows.setdefault(seed, {"seed": seed, **chance})  # every model of one seed has the same test users
-        files = " ".join(map(str, files_of[model_name]))
-        rows.append({"model": model_name, "seed": seed, **row, CONFIG_FILES_COLUMN: files})
-        step_rows += [{"model": model_name, "seed": seed, **sampler_row} for sampler_row in sampler_rows]
-        np.savez(report_dir / "per_user" / f"{model_name}_seed{seed}.npz", **per_user)
 
-    metrics = pd.DataFrame(rows)
+def _run_cell(store, name, seed, config, snapshot, config_files):
+    """Train and test one cell and store it with its config ``snapshot`` and the model's ``config_files``."""
+    config[CELL_DIR_KEY] = str(store.cell_dir(name, seed))
+    row, per_user, sampler_rows, chance = _train_and_score(config)
+    record = {
+        "model": name,
+        "seed": seed,
+        "config_hash": config_hash(snapshot),
+        "config": snapshot,
+        "row": {"model": name, "seed": seed, **row, CONFIG_FILES_COLUMN: " ".join(map(str, config_files))},
+        "inference_steps": [{"model": name, "seed": seed, **sampler_row} for sampler_row in sampler_rows],
+        "chance": {"seed": seed, **chance},
+    }
+    store.store(name, seed, record, per_user)
+    getLogger().info(f"cell {name}:{seed} stored in {store.cell_dir(name, seed)}")
+
+
+def write_report(report_dir, store, models, seeds, valid_metric, model_config_files):
+    """Write the report of every (model, seed) cell of ``models`` x ``seeds`` into ``report_dir`` from the cells
+    stored in ``store`` (a :class:`recbole_diffusion.cells.CellStore`), replacing the files of an earlier report.
+
+    The report depends on the stored cells only: written again from the same cells, it is the same, byte for byte.
+    """
+    _remove_report_files(report_dir)
+    (report_dir / "per_user").mkdir(parents=True)
+    records = [store.record(name, seed) for seed in seeds for name in models]
+    for record in records:
+        target = report_dir / "per_user" / f"{record['model']}_seed{record['seed']}.npz"
+        shutil.copyfile(store.per_user_file(record["model"], record["seed"]), target)
+    metrics = pd.DataFrame([record["row"] for record in records])
     last = [column for column in (NORM_RATIO_COLUMN, *EFFICIENCY_COLUMNS, CONFIG_FILES_COLUMN) if column in metrics]
     metrics = metrics[[column for column in metrics.columns if column not in last] + last]  # after every metric
     metrics.to_csv(report_dir / "metrics.csv", index=False)
+    chance_rows = {}
+    for record in records:  # every model of one seed has the same test users
+        chance_rows.setdefault(record["seed"], record["chance"])
     chance = pd.DataFrame(chance_rows.values())
     chance.to_csv(report_dir / "chance.csv", index=False)
     per_user_means = {model: _per_user_mean(report_dir, model, seeds) for model in models}
@@ -149,12 +233,30 @@ def compare(
     )
     (report_dir / "table.md").write_text(table)
     plot_accuracy_vs_diversity(metrics, valid_metric, report_dir)
+    step_rows = [sampler_row for record in records for sampler_row in record["inference_steps"]]
     if step_rows:
         inference_steps = pd.DataFrame(step_rows)
         inference_steps.to_csv(report_dir / "inference_steps.csv", index=False)
         plot_metric_vs_inference_steps(inference_steps, valid_metric, report_dir)
-    getLogger().info(f"comparison report written to {report_dir}")
-    return report_dir
+
+
+def _remove_report_files(report_dir):
+    """Delete what an earlier :func:`write_report` wrote into ``report_dir`` (and nothing else)."""
+    shutil.rmtree(report_dir / "per_user", ignore_errors=True)
+    if report_dir.is_dir():
+        for path in report_dir.iterdir():
+            if path.name in REPORT_FILES or any(fnmatch.fnmatch(path.name, plot) for plot in REPORT_PLOTS):
+                path.unlink()
+
+
+def _changed_cells(store, snapshots):
+    """``{(model, seed): keys that differ}`` for the cells of ``snapshots`` stored with another config."""
+    changed = {}
+    for (name, seed), snapshot in snapshots.items():
+        record = store.record(name, seed)
+        if record is not None and record["config_hash"] != config_hash(snapshot):
+            changed[(name, seed)] = differing_keys(record["config"], snapshot)
+    return changed
 
 
 def _checked_models(models):
@@ -199,6 +301,33 @@ def _checked_seeds(seeds):
     return seeds
 
 
+def _checked_cells(cells, models, seeds):
+    """``cells`` as a set of (model, seed) pairs after checking each against ``models`` and ``seeds``; ``None``
+    (every cell) stays ``None``."""
+    if cells is None:
+        return None
+    cells = list(cells)
+    if not cells:
+        raise CompareInputError("cells: expected one or more (model, seed) cells, got none")
+    checked = set()
+    for cell in cells:
+        if not isinstance(cell, (tuple, list)) or len(cell) != 2:
+            raise CompareInputError(f"cells: expected (model, seed) pairs, got {cell!r}")
+        name, seed = cell
+        if name not in models:
+            raise CompareInputError(
+                f"cells: {name}:{seed}: {name} is not one of the compared models ({', '.join(models)})"
+            )
+        if seed not in seeds or isinstance(seed, bool):
+            raise CompareInputError(
+                f"cells: {name}:{seed}: {seed!r} is not one of the seeds ({', '.join(map(str, seeds))})"
+            )
+        if (name, seed) in checked:
+            raise CompareInputError(f"cells: {name}:{seed} is named twice")
+        checked.add((name, seed))
+    return checked
+
+
 def _checked_model_config_files(model_config_files, models):
     """``model_config_files`` as a dict of lists of str, after checking its models and files."""
     model_config_files = model_config_files or {}
@@ -228,18 +357,11 @@ def _check_step_grid(grid):
         )
 
 
-def _new_report_dir(parent):
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate, suffix = parent / stamp, 1
-    while candidate.exists():
-        suffix += 1
-        candidate = parent / f"{stamp}_{suffix}"
-    candidate.mkdir(parents=True)
-    return candidate
-
-
 def _train_and_score(config):
     """Train, test the best checkpoint, and keep the per-user values and the speed of that very test.
+
+    The checkpoints go to the cell's folder, ``config["cell_dir"]``, and training continues from the epoch
+    checkpoint found there (:func:`recbole_diffusion.cells.checkpoint_in_cell`).
 
     Returns the metrics row (with the best checkpoint's ``target_norm_ratio``, NaN for a model without a monitored
     target table), the per-user arrays, one row per sampler of :func:`_test_inference_steps` and the chance values
@@ -259,6 +381,8 @@ def _train_and_score(config):
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     epoch_seconds = _time_epochs(trainer)
+    cell_dir = Path(config[CELL_DIR_KEY])
+    checkpoint_in_cell(trainer, train_data, cell_dir, config_hash(config_snapshot(config)), epoch_seconds)
     trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
     test_record = _record_evaluation(trainer, cuda_device)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])

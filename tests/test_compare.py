@@ -70,9 +70,11 @@ def report_dir(data_path, tmp_path_factory):
 
 def test_report_folder_holds_every_file(report_dir):
     assert report_dir.parent.name == "markov" and report_dir.parent.parent.name == "results"
+    assert report_dir.name == "-".join(ALL_MODELS)
     assert sorted(path.name for path in report_dir.iterdir()) == [
         "accuracy_vs_ild_at_10.png",
         "accuracy_vs_ild_at_5.png",
+        "cells",
         "chance.csv",
         "inference_steps.csv",
         "metrics.csv",
@@ -83,6 +85,27 @@ def test_report_folder_holds_every_file(report_dir):
     ]
     expected = sorted(f"{model}_seed{seed}.npz" for model in ALL_MODELS for seed in SEEDS)
     assert sorted(path.name for path in (report_dir / "per_user").iterdir()) == expected
+
+
+def report_bytes(folder):
+    """``{relative path: bytes}`` of the report files in ``folder`` (the stored cells left out)."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.relative_to(folder).parts[0] != "cells"
+    }
+
+
+def test_report_only_writes_the_same_report_byte_for_byte(report_dir, data_path):
+    """The report is assembled from the stored cells alone: deleted and assembled again, every file is identical,
+    the plots and the efficiency figures included."""
+    written = report_bytes(report_dir)
+    for name in written:
+        (report_dir / name).unlink()
+    config = compare_config(data_path, report_dir.parents[2] / "saved")
+    output_dir = report_dir.parents[1]
+    assert compare(MODELS, "markov", SEEDS, config_dict=config, output_dir=output_dir, report_only=True) == report_dir
+    assert report_bytes(report_dir) == written
 
 
 def test_metrics_csv_has_one_row_per_model_and_seed(report_dir):
@@ -517,7 +540,7 @@ def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
     assert not (report / "inference_steps.csv").exists()  # DreamRec's own file turned its sampler sweep off
     for model in ["SequentialPop", "DreamRec", "GRU4Rec"]:  # each model of the run logs to its own file
         (log_file,) = (tmp_path / "log" / model).iterdir()
-        checkpoints = re.findall(r"saved/(\w+)-", log_file.read_text())
+        checkpoints = re.findall(r"cells/(\w+)_seed2020/best.pth", log_file.read_text())  # each cell its own
         assert checkpoints and set(checkpoints) == {model}
 
 
@@ -543,6 +566,20 @@ def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
         (
             ["--model=DreamRec,GRU4Rec", "--model_config_files=SASRec:{yaml}"],
             "--model_config_files: SASRec not in --model (DreamRec,GRU4Rec)",
+        ),
+        (["--model=DreamRec", "--cells=DreamRec"], "argument --cells: expected MODEL:SEED entries separated by ','"),
+        (["--model=DreamRec", "--cells=DreamRec:2020,"], "argument --cells: expected MODEL:SEED entries"),
+        (["--model=DreamRec", "--cells=DreamRec:x"], "argument --cells: 'DreamRec:x': the seed must be an integer"),
+        (
+            ["--model=DreamRec", "--cells=SASRec:2020"],
+            "error: cells: SASRec:2020: SASRec is not one of the compared models (SequentialPop, DreamRec)\n",
+        ),
+        (["--model=DreamRec", "--cells=DreamRec:7"], "error: cells: DreamRec:7: 7 is not one of the seeds (2020)\n"),
+        (["--model=DreamRec", "--report_only", "--force"], "error: report_only: assembles the report from the stored"),
+        (
+            ["--model=DreamRec", "--seeds=2", "--report_only"],
+            "error: report_only: 4 of 4 cells are not stored yet: SequentialPop:2020, DreamRec:2020, "
+            "SequentialPop:2021, DreamRec:2021; nothing written\n",
         ),
     ],
 )
