@@ -8,7 +8,9 @@ ratio, and the output files (``metrics.csv``, ``table.md``).
 
 An adapter may declare ``CONFIG_FILES`` (protocol yaml files of this repository, e.g. the general protocol),
 ``METRICS`` (e.g. Recall/NDCG for general models) and ``SCORINGS`` (``("eval",)``: no dropout scoring); without them
-it gets the sequential defaults below (no extra config file, Hit/NDCG@10/@20, both scorings).
+it gets the sequential defaults below (no extra config file, Hit/NDCG@10/@20, both scorings). A model that is not a
+next-item recommender trained by RecBole's trainer (DiffuASR's stage-1 generator) brings its own plugin side
+(``PluginRunner``) and evaluation (``evaluate``), which then score both sides alike.
 """
 
 import csv
@@ -44,10 +46,12 @@ COLUMNS = columns()
 
 
 def eval_config(metrics=METRICS):
-    """RecBole's evaluation entries computing ``metrics`` (names such as ``recall@20``)."""
-    names = [RECBOLE_METRIC_NAMES[metric.partition("@")[0]] for metric in metrics]
-    topk = sorted({int(metric.partition("@")[2]) for metric in metrics})
-    valid = "ndcg@10" if "ndcg@10" in metrics else metrics[0]
+    """RecBole's evaluation entries computing ``metrics`` (names such as ``recall@20``; a name without a cut-off,
+    such as ``denoising_loss``, is a column an adapter's ``evaluate`` computes itself)."""
+    ranked = [metric for metric in metrics if "@" in metric]
+    names = [RECBOLE_METRIC_NAMES[metric.partition("@")[0]] for metric in ranked]
+    topk = sorted({int(metric.partition("@")[2]) for metric in ranked})
+    valid = "ndcg@10" if "ndcg@10" in ranked else ranked[0]
     return {
         "metrics": list(dict.fromkeys(names)),
         "topk": topk,
@@ -140,12 +144,18 @@ def evaluate_both_scorings(config, test_data, scorer, seed, metrics=METRICS, sco
     return row, users_per_second
 
 
-def run_plugin_side(config, train_data, test_data, seed, metrics=METRICS, scorings=SCORINGS):
+def run_plugin_side(config, train_data, test_data, seed, metrics=METRICS, scorings=SCORINGS, adapter=None):
     """Train the plugin's model for ``config['epochs']`` epochs (no validation: the last epoch's model is tested).
 
-    The norm ratio is None for a model without an item table (no ``target_embedding_table``)."""
+    The norm ratio is None for a model without an item table (no ``target_embedding_table``). An ``adapter`` with a
+    ``PluginRunner`` trains and scores the plugin's model through it instead (``score_runner``)."""
     config["seed"] = seed
     init_seed(seed, config["reproducibility"])
+    if hasattr(adapter, "PluginRunner"):
+        runner = adapter.PluginRunner(config, train_data, seed)
+        return score_runner(adapter, runner, runner.fit(), config, train_data, test_data, seed)
+    if hasattr(adapter, "evaluate"):
+        raise ValueError(f"adapter {adapter.__name__}: evaluate needs a PluginRunner to score the plugin side alike")
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     seconds = _time_epochs(trainer)
@@ -171,10 +181,8 @@ def run_plugin_side(config, train_data, test_data, seed, metrics=METRICS, scorin
 
 
 def run_official_side(adapter, official_dir, config, train_data, test_data, hparams, seed):
-    """Train the official model through ``adapter`` for ``hparams['epochs']`` epochs and score it like the plugin's.
-
-    The norm ratio is None when ``runner.target_embedding_weight()`` is None (no item table)."""
-    _, metrics, scorings = adapter_protocol(adapter)
+    """Train the official model through ``adapter`` for ``hparams['epochs']`` epochs and score it like the plugin's
+    (``score_runner``)."""
     init_seed(seed, True)
     runner = adapter.OfficialRunner(official_dir, train_data._dataset, hparams, seed)
     seconds = []
@@ -182,7 +190,22 @@ def run_official_side(adapter, official_dir, config, train_data, test_data, hpar
         start = time.perf_counter()
         runner.train_epoch()
         seconds.append(time.perf_counter() - start)
-    row, users_per_second = evaluate_both_scorings(config, test_data, runner.full_sort_scores, seed, metrics, scorings)
+    return score_runner(adapter, runner, seconds, config, train_data, test_data, seed)
+
+
+def score_runner(adapter, runner, seconds, config, train_data, test_data, seed):
+    """The row of a trained ``runner`` (``OfficialRunner`` or ``PluginRunner``) that took ``seconds`` per epoch.
+
+    Metrics: the adapter's ``evaluate(config, train_data, test_data, runner, seed)`` when it has one, else the
+    full-sort test of ``runner.full_sort_scores``. The norm ratio is None when ``runner.target_embedding_weight()``
+    is None (no item table)."""
+    _, metrics, scorings = adapter_protocol(adapter)
+    if hasattr(adapter, "evaluate"):
+        row, users_per_second = adapter.evaluate(config, train_data, test_data, runner, seed)
+    else:
+        row, users_per_second = evaluate_both_scorings(
+            config, test_data, runner.full_sort_scores, seed, metrics, scorings
+        )
     weight = runner.target_embedding_weight()
     norm_ratio = None
     if weight is not None:

@@ -128,7 +128,7 @@ def main(arguments=None):
             if (side, seed) in done:
                 continue
             if side == "plugin":
-                row = harness.run_plugin_side(config, train_data, test_data, seed, metrics, scorings)
+                row = harness.run_plugin_side(config, train_data, test_data, seed, metrics, scorings, adapter)
             else:
                 row = harness.run_official_side(adapter, args.official, config, train_data, test_data, hparams, seed)
             rows.append({"side": side, "seed": seed, **row})
