@@ -81,6 +81,9 @@ class CompareInputError(ValueError):
 STEP_GRID_KEY = "inference_step_grid"
 DIVERSITY_METRICS = ("ild", "categorycoverage", "itemcoverage", "shannonentropy", "giniindex", "tailpercentage")
 EFFICIENCY_COLUMNS = ("parameters", "train_seconds_per_epoch", "inference_users_per_second", "peak_memory_mb")
+# How long each cell trained: epochs run, the epoch of the tested checkpoint (from 0), training hours (epochs only,
+# validation excluded), and what it ran on.
+TRAINING_COLUMNS = ("epochs_trained", "best_epoch", "train_hours", "hardware")
 CONFIG_FILES_COLUMN = "config_files"
 NORM_RATIO_COLUMN = "target_norm_ratio"
 SEQUENTIAL_POPULARITY, GENERAL_POPULARITY = "SequentialPop", "Pop"
@@ -214,7 +217,11 @@ def write_report(report_dir, store, models, seeds, valid_metric, model_config_fi
         target = report_dir / "per_user" / f"{record['model']}_seed{record['seed']}.npz"
         shutil.copyfile(store.per_user_file(record["model"], record["seed"]), target)
     metrics = pd.DataFrame([record["row"] for record in records])
-    last = [column for column in (NORM_RATIO_COLUMN, *EFFICIENCY_COLUMNS, CONFIG_FILES_COLUMN) if column in metrics]
+    last = [
+        column
+        for column in (NORM_RATIO_COLUMN, *EFFICIENCY_COLUMNS, *TRAINING_COLUMNS, CONFIG_FILES_COLUMN)
+        if column in metrics
+    ]
     metrics = metrics[[column for column in metrics.columns if column not in last] + last]  # after every metric
     metrics.to_csv(report_dir / "metrics.csv", index=False)
     chance_rows = {}
@@ -396,9 +403,29 @@ def _train_and_score(config):
         "train_seconds_per_epoch": float(np.mean(epoch_seconds)),
         "inference_users_per_second": test_record["users"] / test_record["seconds"],
         "peak_memory_mb": _peak_memory_mb(cuda_device),
+        "epochs_trained": len(epoch_seconds),
+        "best_epoch": best_epoch(trainer, len(epoch_seconds), config["eval_step"]),
+        "train_hours": float(np.sum(epoch_seconds)) / 3600,
+        "hardware": hardware(config["device"]),
     }
     sampler_rows = _test_inference_steps(trainer, test_data, test_record, config)
     return row, per_user, sampler_rows, chance_metrics(test_data, config)
+
+
+def best_epoch(trainer, epochs_trained, eval_step):
+    """The epoch (from 0) of the checkpoint ``trainer`` kept: the last validated epoch, less the validations without
+    gain since the best one (RecBole validates after every ``eval_step``-th epoch)."""
+    last_validated = epochs_trained // eval_step * eval_step - 1
+    if last_validated < 0:  # never validated: the last epoch is kept
+        return epochs_trained - 1
+    return last_validated - trainer.cur_step * eval_step
+
+
+def hardware(device):
+    """What trained a cell: the GPU's name, or the CPU with torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
 
 
 def inference_step_grid(model, grid):
@@ -652,7 +679,7 @@ def markdown_table(
     ``‡``; the popularity model's own row is only compared with chance. The column ``target_norm_ratio`` is not a
     metric: it is shown as "norm ratio" (mean over seeds) when any model has a value.
     """
-    other_columns = ("model", "seed", CONFIG_FILES_COLUMN, NORM_RATIO_COLUMN, *EFFICIENCY_COLUMNS)
+    other_columns = ("model", "seed", CONFIG_FILES_COLUMN, NORM_RATIO_COLUMN, *EFFICIENCY_COLUMNS, *TRAINING_COLUMNS)
     metric_columns = [column for column in metrics.columns if column not in other_columns]
     grouped = metrics.groupby("model", sort=False)
     means, stds = grouped[metric_columns].mean(), grouped[metric_columns].std(ddof=0)
@@ -676,6 +703,8 @@ def markdown_table(
         f"Wilcoxon p ({valid_metric})",
         *(["norm ratio"] if show_norm_ratio else []),
         "parameters",
+        "epochs (best)",
+        "train h",
         "train s/epoch",
         "inference users/s",
         "peak memory MB",
@@ -707,6 +736,7 @@ def markdown_table(
             cells.append("—" if pd.isna(norm_ratios[model]) else f"{norm_ratios[model]:.3f}")
         cells += [
             f"{int(group['parameters'].iloc[0])}",
+            *_training_cells(group),
             f"{group['train_seconds_per_epoch'].mean():.3f}",
             f"{group['inference_users_per_second'].mean():.0f}",
             f"{group['peak_memory_mb'].max():.0f}",
@@ -735,10 +765,27 @@ def markdown_table(
             "least popular quarter, in the tested (best validation) checkpoint (far below 1: embedding collapse; "
             "— for models without a monitored target table)."
         )
+    if set(TRAINING_COLUMNS) <= set(metrics.columns):
+        note += (
+            " epochs (best): epochs trained and the epoch (from 0) of the tested checkpoint, means over seeds; train"
+            " h: hours of training epochs per seed (validation excluded), on "
+            + "; ".join(f"{name}: {', '.join(group['model'].unique())}" for name, group in metrics.groupby("hardware"))
+            + "."
+        )
     if model_config_files:
         own_files = "\n".join(f"- {model}: {' '.join(files)}" for model, files in model_config_files.items())
         note += f"\n\nSettings differ per model; own config files, read after the shared ones:\n\n{own_files}"
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def _training_cells(group):
+    """The "epochs (best)" and "train h" cells of one model's rows ("—" for cells stored without them)."""
+    if not set(TRAINING_COLUMNS) <= set(group.columns) or group["epochs_trained"].isna().any():
+        return ["—", "—"]
+    return [
+        f"{group['epochs_trained'].mean():.0f} ({group['best_epoch'].mean():.0f})",
+        f"{group['train_hours'].mean():.3f}",
+    ]
 
 
 def plot_accuracy_vs_diversity(metrics, accuracy_metric, report_dir):
