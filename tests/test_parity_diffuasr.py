@@ -20,7 +20,7 @@ from torch import nn
 from benchmarks.parity import harness, run_parity
 from benchmarks.parity.adapters import diffuasr
 from recbole_diffusion.model.sequential_recommender.diffuasr import ResidualBlock
-from recbole_diffusion.model.sequential_recommender.diffuasr_augment import user_sequences
+from recbole_diffusion.model.sequential_recommender.diffuasr_augment import fit_generator, user_sequences
 from tests.conftest import markov_sequences
 
 OFFICIAL_DIR = os.environ.get("PARITY_OFFICIAL_DIFFUASR")
@@ -83,6 +83,13 @@ def test_stage_one_pairs_are_the_official_pairs():
     np.testing.assert_array_equal(guidance, expected_guidance)
     np.testing.assert_array_equal(targets, expected_targets)
     np.testing.assert_array_equal(guidance, [[0, 4, 5, 6], [9, 10, 11, 12]])
+
+
+def test_plugin_stage_one_trains_on_the_official_pairs_only(split):
+    config, train_data, _, _ = split
+    model = harness.get_model("DiffuASR")(config, train_data._dataset)
+    with pytest.raises(ValueError, match="more than aug_num \\+ 2 items"):
+        fit_generator(model, [[1, 2, 3, 4, 5]] * 64, config)  # aug_num + 2 items: no official pair
 
 
 def test_test_user_pairs_on_the_split(split):

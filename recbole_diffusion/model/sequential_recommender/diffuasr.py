@@ -10,7 +10,7 @@ DiffuASR does not recommend by itself: it augments the training data of another 
 generates ``aug_num`` (M) pseudo items placed *before* a user's first interaction: the M items are embedded as an
 ``[M, d]`` "image" of M channels of size ``sqrt(d) x sqrt(d)``, noised, and a sequential U-Net predicts the noise,
 guided by the sum of the embeddings of the rest of the sequence (added to the step embedding). Training pairs come
-from training sequences with at least M + 2 items: their first M items are the target, the rest the guidance.
+from training sequences of more than M + 2 items: their first M items are the target, the rest the guidance.
 Generation (DDIM, ``inference_steps``) is guided by the whole training sequence; each generated embedding is
 rounded to the real item of highest cosine similarity, and the M items are prepended to the user's history.
 Stage 2 trains and evaluates the backbone on the augmented data through the usual quick start.

@@ -89,12 +89,12 @@ def _pad(sequences, length):
 
 
 def fit_generator(model, training_sequences, config):
-    """Train the stage-1 diffusion model: the first M items of each long-enough training sequence are the target,
-    the rest (its last ``MAX_ITEM_LIST_LENGTH`` items) the guidance."""
+    """Train the stage-1 diffusion model: the first M items of each training sequence of more than M + 2 items (the
+    official ``filter_data``) are the target, the rest (its last ``MAX_ITEM_LIST_LENGTH`` items) the guidance."""
     aug_num = model.aug_num
-    pairs = [items for items in training_sequences if len(items) >= aug_num + 2]
+    pairs = [items for items in training_sequences if len(items) > aug_num + 2]
     if not pairs:
-        raise ValueError(f"aug_num = {aug_num}: no training sequence has aug_num + 2 items; lower aug_num")
+        raise ValueError(f"aug_num = {aug_num}: no training sequence has more than aug_num + 2 items; lower aug_num")
     data = Interaction(
         {
             AUG_ITEMS: torch.tensor([items[:aug_num] for items in pairs], dtype=torch.long),
