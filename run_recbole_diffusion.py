@@ -25,7 +25,7 @@ FLAGS = ("--report_only", "--force")  # options without a value, which RecBole's
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--model", "-m", default="DreamRec", help="plugin or RecBole model name, or a comma list")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships inside recbole)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml config files")

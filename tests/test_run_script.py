@@ -4,6 +4,7 @@ import socket
 
 import pytest
 
+import run_recbole_diffusion
 from recbole_diffusion import DatasetNotFoundError, run
 from tests.conftest import run_script, script_args
 
@@ -48,3 +49,9 @@ def test_two_process_gloo_run_on_cpu(tiny_config, tmp_path):
     result = run("DreamRec", "markov", config_dict=config, nproc=2, port=free_port())
     assert result is not None
     assert 0.0 <= result["test_result"]["hit@10"] <= 1.0
+
+
+def test_a_config_key_that_begins_like_a_script_option_is_not_taken_for_it():
+    """``--seed`` is RecBole's seed, not an abbreviation of the comparison's ``--seeds``."""
+    args = run_recbole_diffusion.parse_args(["--model=SASRec", "--seed=5", "--report=x"])
+    assert args.seeds is None and not args.report_only
