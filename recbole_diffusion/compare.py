@@ -425,7 +425,8 @@ def hardware(device):
     """What trained a cell: the GPU's name, or the CPU with torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def inference_step_grid(model, grid):
