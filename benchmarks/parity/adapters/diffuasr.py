@@ -7,12 +7,12 @@ side (``PluginRunner``: the plugin's stage-1 loop) and evaluation (``evaluate``)
 Evaluation (``evaluate``): the stage-1 pairs of the test users, built exactly as the official pairs: a user whose
 training sequence has more than M + 2 items gives the guidance = that sequence without its first M items (its last
 ``history_length`` items) and the target = its first M items. Each side generates the M embeddings of every pair
-(its own DDIM chain; both draw the starting noise first, from the same seed per batch,
-so they start from the same noise) and ranks all items by
-cosine similarity to each one (the official rounding). The metric rows are Hit@1 (the official ``seq_acc``: the
-rounded item is the true one), Hit/NDCG@10/@20 of the true item at each of the M positions, over all positions and
-pairs (RecBole's collector and evaluator, padding item masked), and ``denoising_loss``, the noise-prediction MSE of
-the guided denoiser on the same pairs at the same random steps and noise on both sides (``eval()`` mode).
+(its own DDIM chain; both draw the starting noise first, from the same seed per batch, so they start from the same
+noise) and ranks all items by cosine similarity to each one (the official rounding). The metric rows are Hit@1 (the
+official ``seq_acc``: the rounded item is the true one), Hit/NDCG@10/@20 of the true item at each of the M
+positions, over all positions and pairs (RecBole's collector and evaluator, padding item masked), and
+``denoising_loss``, the noise-prediction MSE of the guided denoiser on the same pairs at the same random steps and
+noise on both sides (``eval()`` mode).
 ``users_per_second``: pairs generated per second. The pairs are the training pairs of these users: the generator is
 used in-sample (it augments the very users it was trained on), and the official code validates it in the same way
 (first M items of the training sequence from the rest). ``norm_ratio``: both sides' item tables (what the denoising
@@ -61,6 +61,11 @@ Fixed on both sides (hard-coded in the official ``DiffusionModel.set_config`` / 
 steps, eta 0, linear betas ``1000 / T * (1e-4 ... 0.02)``. The plugin side is the plugin's DiffuASR with
 ``guidance_type: cf``, ``cf_training: official`` and these values (``plugin_config``), trained by its own stage-1
 loop (``diffuasr_augment.fit_generator``; its epochs are timed together, seconds per epoch = total / epochs).
+
+Not the same on both sides: the DDIM grid (official 800, 600, 400, 200, 0, i.e. ``range(0, T, T // 5)`` reversed;
+plugin ``linspace(T - 1, 0, 5)``), the training steps (official antithetic pairs ``t``, ``T - 1 - t``; plugin
+uniform), the random initial values (same schemes, modules built in another order) and the official table's two
+rows that never train (its trainable but masked padding row, the mask-token row).
 """
 
 import contextlib
