@@ -75,7 +75,7 @@ run_step() {
         return
     fi
     echo "== $name: budget ${budget}s: python run_recbole_diffusion.py $*" >&2
-    timeout --signal=INT --kill-after=20 "$budget" "$PYTHON" run_recbole_diffusion.py "$@"
+    timeout --signal=INT --kill-after=20 "$budget" "$PYTHON" run_recbole_diffusion.py "$@" --show_progress=False
     local status=$?
     [ "$status" -eq 124 ] && echo "== $name: budget spent; run the suite again to continue" >&2
     [ "$status" -ne 0 ] && [ "$status" -ne 124 ] && echo "== $name: exit status $status" >&2
