@@ -10,7 +10,9 @@
   cell of a ``token_seq``/``float_seq`` column. pandas 3 also made ``Series.agg(len)`` return the length of the
   Series instead of each cell's length; RecBole relies on the latter for every ``token_seq``/``float_seq``
   field (remapping, normalisation, discretisation, benchmark-file item_length), which crashed or gave every row
-  the same wrong length. Dataset construction now runs with the per-cell meaning.
+  the same wrong length. Dataset construction now runs with the per-cell meaning, and so does
+  ``SequentialDataset._benchmark_presets``, which runs after it for pre-split files (``benchmark_filename``) and set
+  every ``item_length`` to the number of rows, without an error.
 * torch >= 2.6 loads checkpoints with ``weights_only=True``; RecBole pickled the whole ``Config`` object into each
   checkpoint, so ``Trainer.evaluate(load_best_model=True)`` and ``Trainer.resume_checkpoint`` raised
   UnpicklingError. Checkpoints now hold the configuration as plain data and are written with torch's default
@@ -292,6 +294,7 @@ def apply():
     restore_numpy_aliases()
 
     import recbole.data.dataset.dataset as dataset_module
+    import recbole.data.dataset.sequential_dataset as sequential_dataset_module
     import recbole.trainer.hyper_tuning as hyper_tuning_module  # imports hyperopt only when a search runs
     import recbole.trainer.trainer as trainer_module
     from recbole.model.abstract_recommender import AbstractRecommender
@@ -304,6 +307,8 @@ def apply():
     )
     dataset_module.pd = _pandas_for_recbole_dataset()
     dataset_module.Dataset.__init__ = _with_per_cell_length_aggregation(dataset_module.Dataset.__init__)
+    sequential_dataset = sequential_dataset_module.SequentialDataset
+    sequential_dataset._benchmark_presets = _with_per_cell_length_aggregation(sequential_dataset._benchmark_presets)
     trainer_module.Trainer._save_checkpoint = _save_checkpoint
     traditional = trainer_module.TraditionalTrainer
     traditional.__init__ = _with_eval_step_within_epochs(traditional.__init__)

@@ -219,3 +219,38 @@ def test_pop_counts_every_occurrence_of_an_item_and_no_negatives(tiny_config):
     items = train_data._dataset.inter_feat[train_data._dataset.iid_field]
     assert len(items) > len(torch.unique(items)) * 2  # items recur, so some recur within a batch of 64
     assert torch.equal(model.item_cnt[:, 0], torch.bincount(items, minlength=model.n_items))
+
+
+PRESPLIT_HISTORIES = {
+    "train": [[1], [1, 2], [1, 2, 3], [4]],
+    "valid": [[1, 2, 3, 4], [4, 5]],
+    "test": [[1, 2, 3, 4, 5]],
+}
+
+
+def _write_presplit_files(folder):
+    """Pre-split files ``presplit.{train,valid,test}.inter``: per row a user, its history and the next item."""
+    dataset_dir = folder / "presplit"
+    dataset_dir.mkdir()
+    for part, histories in PRESPLIT_HISTORIES.items():
+        rows = [f"u{len(history) % 2}\t{' '.join(f'i{item}' for item in history)}\ti9" for history in histories]
+        header = "user_id:token\titem_id_list:token_seq\titem_id:token"
+        (dataset_dir / f"presplit.{part}.inter").write_text("\n".join([header, *rows]) + "\n")
+
+
+@pytest.mark.parametrize("model_name", ["DreamRec", "SASRec"])
+def test_presplit_benchmark_files_keep_each_history_length(tiny_config, tmp_path, model_name):
+    """pandas 3 made SequentialDataset._benchmark_presets give every row the row count as its history length."""
+    _write_presplit_files(tmp_path)
+    settings = {
+        **tiny_config,
+        "data_path": str(tmp_path),
+        "load_col": None,
+        "benchmark_filename": ["train", "valid", "test"],
+        "alias_of_item_id": ["item_id_list"],
+    }
+    config = Config(model=model_name, dataset="presplit", config_dict=settings)
+    parts = create_dataset(config).build()
+    for part, built in zip(PRESPLIT_HISTORIES, parts):
+        lengths = [len(history) for history in PRESPLIT_HISTORIES[part]]
+        assert built.inter_feat[built.item_list_length_field].tolist() == lengths
