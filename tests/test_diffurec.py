@@ -82,7 +82,7 @@ def test_official_query_mask_changes_padded_training_batches_only(tiny_config):
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("beta_schedule", "exp", "beta_schedule must be one of"),
+        ("beta_schedule", "exp", "beta_schedule: one of"),
         ("lambda_uncertainty", 0.0, "lambda_uncertainty"),
         ("n_heads", 3, "n_heads"),
         ("hidden_act", "tanh", "hidden_act"),

@@ -77,6 +77,8 @@ def test_diffurec_query_mask_makes_padded_queries_attend_uniformly():
     assert (mask[:, 0] == -1e9).all() and (mask[:, 1:] == 0).all()
 
 
-def test_diffurec_transformer_rejects_an_unknown_mask():
-    with pytest.raises(ValueError, match="attention_mask must be one of"):
-        diffurec_transformer("both")
+def test_diffurec_transformer_config_check_rejects_an_unknown_mask():
+    settings = {"hidden_size": 8, "n_layers": 2, "n_heads": 2, "inner_size": 16, "hidden_dropout_prob": 0.0}
+    settings.update(hidden_act="gelu", layer_norm_eps=1e-12, attention_mask="both")
+    with pytest.raises(ValueError, match="attention_mask: one of keys, queries, got 'both'"):
+        DiffuRecTransformer.check_config(settings)

@@ -138,5 +138,5 @@ def test_plain_recbole_config_and_trainer(tiny_config, case):
 @pytest.mark.parametrize("case", [case for case in MODEL_CASES if case.name != "DiffRec2"], ids=lambda case: case.name)
 @pytest.mark.parametrize("inference_steps", [0, 10_000, 2.5, True])
 def test_bad_inference_steps_are_rejected_when_the_model_is_built(tiny_config, case, inference_steps):
-    with pytest.raises(ValueError, match="inference_steps must be ~"):
+    with pytest.raises(ValueError, match="inference_steps: an int in 1.."):
         build_model(case.name, {**tiny_config, **case.small_config, "inference_steps": inference_steps})

@@ -1,7 +1,7 @@
 """Shared diffusion core: noise schedules, the Gaussian diffusion process and its spherical (geodesic) variant."""
 
 from recbole_diffusion.diffusion.gaussian import PREDICTION_TYPES, GaussianDiffusion, drop_condition, guided_output
-from recbole_diffusion.diffusion.schedules import SCHEDULES, betas_from_config, make_betas
+from recbole_diffusion.diffusion.schedules import SCHEDULES, betas_from_config, check_betas_config, make_betas
 from recbole_diffusion.diffusion.spherical import (
     exp_map,
     geodesic_distance,
@@ -19,6 +19,7 @@ __all__ = [
     "PREDICTION_TYPES",
     "SCHEDULES",
     "betas_from_config",
+    "check_betas_config",
     "drop_condition",
     "exp_map",
     "geodesic_distance",

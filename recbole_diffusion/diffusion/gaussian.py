@@ -8,8 +8,17 @@ int) are broadcast over all trailing dimensions of the data.
 import torch
 from torch import nn
 
+from recbole_diffusion.validation import int_in
+
 PREDICTION_TYPES = ("x0", "eps")
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
+
+
+def check_inference_steps(inference_steps, num_steps, key="inference_steps"):
+    """Raise :class:`ConfigError` unless the config value ``inference_steps`` (of the config key ``key``) is ``None``
+    (the full DDPM chain) or an int in 1..``num_steps`` (DDIM); no chain needs to be built for the check."""
+    if inference_steps is not None:
+        int_in(key, inference_steps, 1, num_steps, " (DDIM steps; ~ for the full DDPM chain of diffusion_steps)")
 
 
 def guided_output(cond_output, uncond_output, guidance_weight):
@@ -182,17 +191,8 @@ class GaussianDiffusion(nn.Module):
         return start_step
 
     def check_inference_steps(self, inference_steps, key="inference_steps"):
-        """Raise unless the config value ``inference_steps`` (of the config key ``key``) is ``None`` (the full DDPM
-        chain) or 1..T (DDIM)."""
-        if inference_steps is None:
-            return
-        if isinstance(inference_steps, bool) or not isinstance(inference_steps, int):
-            raise ValueError(f"{key} must be ~ (the full DDPM chain) or an int, got {inference_steps!r}")
-        if not 1 <= inference_steps <= self.num_steps:
-            raise ValueError(
-                f"{key} must be ~ (the full DDPM chain) or in 1..{self.num_steps} (the diffusion steps), "
-                f"got {inference_steps}"
-            )
+        """:func:`check_inference_steps` against this chain's number of steps."""
+        check_inference_steps(inference_steps, self.num_steps, key)
 
     def ddim_timesteps(self, num_inference_steps, start_step=None):
         """Evenly spaced descending timesteps from ``start_step`` (default ``T - 1``) down to 0.

@@ -8,6 +8,20 @@ from recbole.model.layers import TransformerEncoder
 from torch import nn
 
 from recbole_diffusion.model.pretrain import load_embedding_file
+from recbole_diffusion.validation import ConfigError, number, one_of, positive_int, probability
+
+ENCODER_ACTS = ("gelu", "relu", "swish", "tanh", "sigmoid")  # RecBole's FeedForward activations
+
+
+def check_attention_sizes(config):
+    """Check hidden_size, n_layers, n_heads (a divisor of hidden_size), inner_size and layer_norm_eps."""
+    hidden_size = positive_int("hidden_size", config["hidden_size"])
+    positive_int("n_layers", config["n_layers"])
+    n_heads = positive_int("n_heads", config["n_heads"])
+    if hidden_size % n_heads:
+        raise ConfigError("n_heads", f"a positive divisor of hidden_size ({hidden_size})", n_heads)
+    positive_int("inner_size", config["inner_size"])
+    number("layer_norm_eps", config["layer_norm_eps"], 0, low_open=True)
 
 
 class SequenceEncoder(nn.Module):
@@ -46,6 +60,14 @@ class SequenceEncoder(nn.Module):
             hidden_act=hidden_act,
             layer_norm_eps=layer_norm_eps,
         )
+
+    @staticmethod
+    def check_config(config):
+        """Check the config keys that :meth:`from_config` reads."""
+        check_attention_sizes(config)
+        probability("hidden_dropout_prob", config["hidden_dropout_prob"])
+        probability("attn_dropout_prob", config["attn_dropout_prob"])
+        one_of("hidden_act", config["hidden_act"], ENCODER_ACTS)
 
     @classmethod
     def from_config(cls, config, max_seq_length, causal=True):
@@ -109,14 +131,6 @@ class DiffuRecTransformer(nn.Module):
         attention_mask="keys",
     ):
         super().__init__()
-        if not isinstance(n_heads, int) or n_heads < 1 or hidden_size % n_heads:
-            raise ValueError(f"n_heads must be a positive divisor of hidden_size={hidden_size}, got {n_heads!r}")
-        if hidden_act not in HIDDEN_ACTS:
-            raise ValueError(f"hidden_act must be one of {HIDDEN_ACTS}, got {hidden_act!r}")
-        if not 0.0 <= dropout_prob < 1.0:
-            raise ValueError(f"hidden_dropout_prob must be in [0, 1), got {dropout_prob}")
-        if attention_mask not in ATTENTION_MASKS:
-            raise ValueError(f"attention_mask must be one of {ATTENTION_MASKS}, got {attention_mask!r}")
         self.n_heads = n_heads
         self.attention_mask = attention_mask
         self.layers = nn.ModuleList(
@@ -131,6 +145,14 @@ class DiffuRecTransformer(nn.Module):
                 nn.init.xavier_normal_(linear.weight)
         self.dropout = nn.Dropout(dropout_prob)
         self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    @staticmethod
+    def check_config(config):
+        """Check the config keys that :meth:`from_config` reads."""
+        check_attention_sizes(config)
+        probability("hidden_dropout_prob", config["hidden_dropout_prob"])
+        one_of("hidden_act", config["hidden_act"], HIDDEN_ACTS)
+        one_of("attention_mask", config["attention_mask"], ATTENTION_MASKS)
 
     @classmethod
     def from_config(cls, config):
@@ -183,9 +205,10 @@ def init_item_embedding(embedding, item_emb_path, std=1.0):
         return
     rows = load_embedding_file(item_emb_path, embedding.num_embeddings, "item")
     if rows.size(1) != embedding.embedding_dim:
-        raise ValueError(
-            f"item_emb_path: {item_emb_path} has {rows.size(1)} columns; the model's hidden_size is "
-            f"{embedding.embedding_dim} (set hidden_size={rows.size(1)})"
+        raise ConfigError(
+            "item_emb_path",
+            f"a file of hidden_size ({embedding.embedding_dim}) columns (or set hidden_size={rows.size(1)})",
+            f"{item_emb_path} with {rows.size(1)} columns",
         )
     embedding.weight.data.copy_(rows)
     embedding.weight.requires_grad_(False)

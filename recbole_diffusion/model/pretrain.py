@@ -16,6 +16,8 @@ import torch
 from recbole.data.interaction import Interaction
 from scipy.cluster.vq import kmeans2
 
+from recbole_diffusion.validation import ConfigError, is_int, number, one_of, positive_int
+
 BACKBONES = ("LightGCN", "MF")
 
 
@@ -27,16 +29,29 @@ def _fingerprint(dataset):
     return digest.hexdigest()[:12]
 
 
+def check_pretrain_config(config):
+    """Check the ``pretrain_*`` keys of :func:`pretrained_embeddings`."""
+    one_of("pretrain_backbone", config["pretrain_backbone"], BACKBONES)
+    positive_int("pretrain_embedding_size", config["pretrain_embedding_size"])
+    if not (is_int(config["pretrain_n_layers"]) and config["pretrain_n_layers"] >= 0):
+        raise ConfigError("pretrain_n_layers", "an int >= 0", config["pretrain_n_layers"])
+    positive_int("pretrain_epochs", config["pretrain_epochs"])
+    number("pretrain_learning_rate", config["pretrain_learning_rate"], 0, low_open=True)
+    positive_int("pretrain_batch_size", config["pretrain_batch_size"])
+
+
 def load_embedding_file(path, n_rows, what="item"):
     """Load a ``.npy`` embedding matrix with ``n_rows - 1`` rows (no padding row, the official DiffRec format) or
     ``n_rows`` rows (padding row 0 included); returns ``[n_rows, d]`` float32 with row 0 zero."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} embedding file {path} does not exist")
+        raise ConfigError(f"{what}_emb_path", f"an existing .npy {what} embedding file", str(path))
     matrix = torch.from_numpy(np.asarray(np.load(path, allow_pickle=False), dtype=np.float32))
     if matrix.dim() != 2 or matrix.size(0) not in (n_rows - 1, n_rows):
-        raise ValueError(
-            f"{what} embedding file {path} has shape {tuple(matrix.shape)}; expected [{n_rows - 1}, d] "
-            f"(one row per {what} in RecBole's internal id order 1..{n_rows - 1}) or [{n_rows}, d] with padding row 0"
+        raise ConfigError(
+            f"{what}_emb_path",
+            f"a .npy {what} embedding file of shape [{n_rows - 1}, d] (one row per {what} in RecBole's internal id "
+            f"order 1..{n_rows - 1}) or [{n_rows}, d] with padding row 0",
+            f"{path} of shape {tuple(matrix.shape)}",
         )
     if matrix.size(0) == n_rows - 1:
         matrix = torch.cat([matrix.new_zeros(1, matrix.size(1)), matrix])
@@ -106,8 +121,6 @@ def pretrained_embeddings(config, dataset, item_file=None, user_file=None):
         user_embeddings = load_embedding_file(user_file, dataset.user_num, "user") if user_file else None
         return user_embeddings, item_embeddings
     backbone = config["pretrain_backbone"]
-    if backbone not in BACKBONES:
-        raise ValueError(f"pretrain_backbone must be one of {BACKBONES}, got {backbone!r}")
     settings = [
         config[key]
         for key in (

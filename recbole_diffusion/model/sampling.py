@@ -10,6 +10,8 @@ uses ``inference_steps``.
 
 from contextlib import contextmanager
 
+from recbole_diffusion.diffusion.gaussian import check_inference_steps
+
 INFERENCE_STEPS_KEY = "inference_steps"
 VALID_INFERENCE_STEPS_KEY = "valid_inference_steps"
 
@@ -18,12 +20,17 @@ class ReverseChainSampling:
     """Mixin of the models that score through ``GaussianDiffusion.sample``: pass ``self.sampler_steps`` as its
     ``num_inference_steps``."""
 
-    def init_sampling(self, config, diffusion):
-        """Read and check ``inference_steps`` and ``valid_inference_steps`` against ``diffusion``'s steps."""
+    @staticmethod
+    def check_sampling_config(config, num_steps):
+        """Check ``inference_steps`` and ``valid_inference_steps`` against the chain's ``num_steps``."""
+        check_inference_steps(config[INFERENCE_STEPS_KEY], num_steps, INFERENCE_STEPS_KEY)
+        valid_steps = config[VALID_INFERENCE_STEPS_KEY] if VALID_INFERENCE_STEPS_KEY in config else None
+        check_inference_steps(valid_steps, num_steps, VALID_INFERENCE_STEPS_KEY)
+
+    def init_sampling(self, config):
+        """Read ``inference_steps`` and ``valid_inference_steps`` (checked by :meth:`check_sampling_config`)."""
         self.inference_steps = config[INFERENCE_STEPS_KEY]
         self.valid_inference_steps = config[VALID_INFERENCE_STEPS_KEY] if VALID_INFERENCE_STEPS_KEY in config else None
-        diffusion.check_inference_steps(self.inference_steps, INFERENCE_STEPS_KEY)
-        diffusion.check_inference_steps(self.valid_inference_steps, VALID_INFERENCE_STEPS_KEY)
         self.validating = False
 
     @property

@@ -35,21 +35,39 @@ from recbole.utils import InputType
 from recbole_diffusion.diffusion import GaussianDiffusion
 from recbole_diffusion.model.general_recommender.diffrec import (
     DiffRecDenoiser,
-    check_denoiser_settings,
+    check_denoiser_config,
+    check_diffusion_config,
     diffrec_betas,
 )
-from recbole_diffusion.model.pretrain import pretrained_embeddings
+from recbole_diffusion.model.pretrain import check_pretrain_config, pretrained_embeddings
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import positive_int
+from recbole_diffusion.validation import ConfigError, int_in, number
 
 
 @register_model
 class DDRM(GeneralRecommender):
     input_type = InputType.PAIRWISE
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        check_diffusion_config(config)
+        int_in("sampling_steps", config["sampling_steps"], 1, config["steps"], " (steps)")
+        check_denoiser_config(config)
+        number("alpha", config["alpha"], 0, 1)
+        number("beta", config["beta"], 0)
+        if (config["item_emb_path"] is None) != (config["user_emb_path"] is None):
+            raise ConfigError(
+                "user_emb_path",
+                "a .npy file of user embeddings exactly when item_emb_path is set (DDRM needs both)",
+                config["user_emb_path"],
+            )
+        check_pretrain_config(config)
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        steps = positive_int("steps", config["steps"])
+        self.check_config(config)
+        steps = config["steps"]
         self.sampling_steps = config["sampling_steps"]
         self.alpha = config["alpha"]
         self.beta = config["beta"]
@@ -57,19 +75,10 @@ class DDRM(GeneralRecommender):
         embedding_size = config["embedding_size"]
         activation = config["mlp_act_func"]
         dropout = config["dropout"]
-        if not 1 <= self.sampling_steps <= steps:
-            raise ValueError(f"sampling_steps must be in 1..steps ({steps}), got {self.sampling_steps!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
-        check_denoiser_settings(dims, activation, dropout)
         betas = diffrec_betas(config, steps)
         user_embeddings, item_embeddings = pretrained_embeddings(
             config, dataset, item_file=config["item_emb_path"], user_file=config["user_emb_path"]
         )
-        if user_embeddings is None:
-            raise ValueError("DDRM needs user embeddings too: give user_emb_path with item_emb_path, or neither")
         if user_embeddings.size(1) != item_embeddings.size(1):
             raise ValueError(
                 f"user and item embeddings differ in size: {user_embeddings.size(1)} vs {item_embeddings.size(1)}"

@@ -36,11 +36,31 @@ from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
 from recbole_diffusion.diffusion.timestep_sampler import LossAwareSampler
 from recbole_diffusion.model.general_recommender.time_aware import TimeAwareHistory
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import positive_int
+from recbole_diffusion.validation import (
+    ConfigError,
+    boolean,
+    int_in,
+    is_positive_int,
+    number,
+    one_of,
+    positive_int,
+    probability,
+)
 
 NOISE_SCHEDULES = ("linear-var", "linear", "cosine")
 MEAN_TYPES = ("x0", "eps")
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+
+
+def check_diffusion_config(config):
+    """Check ``steps`` and the keys of :func:`diffrec_betas`."""
+    positive_int("steps", config["steps"])
+    one_of("noise_schedule", config["noise_schedule"], NOISE_SCHEDULES)
+    number("noise_scale", config["noise_scale"], 0, low_open=True)
+    noise_min = number("noise_min", config["noise_min"], 0, low_open=True)
+    if number("noise_max", config["noise_max"], 0, low_open=True) < noise_min:
+        raise ConfigError("noise_max", f"a number >= noise_min ({noise_min})", config["noise_max"])
+    boolean("beta_fixed", config["beta_fixed"])
 
 
 def diffrec_betas(config, steps):
@@ -48,10 +68,6 @@ def diffrec_betas(config, steps):
     noise_max and beta_fixed (which sets the first beta to 1e-5 as the official code)."""
     noise_schedule, noise_scale = config["noise_schedule"], config["noise_scale"]
     noise_min, noise_max = config["noise_min"], config["noise_max"]
-    if noise_schedule not in NOISE_SCHEDULES:
-        raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {noise_schedule!r}")
-    if not noise_scale > 0:
-        raise ValueError(f"noise_scale must be > 0, got {noise_scale!r}")
     if noise_schedule == "linear-var":
         kwargs = {"noise_scale": noise_scale, "noise_min": noise_min, "noise_max": noise_max}
     elif noise_schedule == "linear":
@@ -64,14 +80,16 @@ def diffrec_betas(config, steps):
     return betas
 
 
-def check_denoiser_settings(dims, activation, dropout):
-    """Reject bad values of the denoiser's config keys dims_dnn, mlp_act_func and dropout."""
-    if not dims or not all(isinstance(size, int) and size > 0 for size in dims):
-        raise ValueError(f"dims_dnn must be a non-empty list of positive ints, got {dims!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"mlp_act_func must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+def check_denoiser_config(config):
+    """Check the denoiser's config keys dims_dnn, embedding_size, mlp_act_func and dropout."""
+    dims = config["dims_dnn"]
+    if not (isinstance(dims, list) and dims and all(map(is_positive_int, dims))):
+        raise ConfigError("dims_dnn", "a non-empty list of positive ints", dims)
+    embedding_size = config["embedding_size"]
+    if not (is_positive_int(embedding_size) and embedding_size >= 4 and embedding_size % 2 == 0):
+        raise ConfigError("embedding_size", "an even int >= 4 (sinusoidal step features)", embedding_size)
+    one_of("mlp_act_func", config["mlp_act_func"], tuple(ACTIVATIONS))
+    probability("dropout", config["dropout"])
 
 
 def step_features(timesteps, dim, max_period=10000.0):
@@ -125,9 +143,22 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
     input_type = InputType.POINTWISE
     train_batch_by_user = True
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        check_diffusion_config(config)
+        int_in("sampling_steps", config["sampling_steps"], 0, config["steps"], " (steps)")
+        boolean("sampling_noise", config["sampling_noise"])
+        check_denoiser_config(config)
+        boolean("norm", config["norm"])
+        one_of("mean_type", config["mean_type"], MEAN_TYPES)
+        boolean("reweight", config["reweight"])
+        positive_int("history_num_per_term", config["history_num_per_term"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.steps = positive_int("steps", config["steps"])
+        self.check_config(config)
+        self.steps = config["steps"]
         self.mean_type = config["mean_type"]
         self.reweight = config["reweight"]
         self.sampling_steps = config["sampling_steps"]
@@ -136,11 +167,6 @@ class DiffRec(GeneralRecommender, AutoEncoderMixin):
         embedding_size = config["embedding_size"]
         activation = config["mlp_act_func"]
         dropout = config["dropout"]
-        if self.mean_type not in MEAN_TYPES:
-            raise ValueError(f"mean_type must be one of {MEAN_TYPES}, got {self.mean_type!r}")
-        if not 0 <= self.sampling_steps <= self.steps:
-            raise ValueError(f"sampling_steps must be in 0..steps ({self.steps}), got {self.sampling_steps!r}")
-        check_denoiser_settings(dims, activation, dropout)
         betas = diffrec_betas(config, self.steps)
 
         self.build_histroy_items(dataset)

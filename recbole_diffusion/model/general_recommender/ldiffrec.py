@@ -37,9 +37,9 @@ from torch import nn
 
 from recbole_diffusion.model.general_recommender.diffrec import ACTIVATIONS, DiffRec
 from recbole_diffusion.model.general_recommender.time_aware import TimeAwareHistory
-from recbole_diffusion.model.pretrain import cluster_items, pretrained_embeddings
+from recbole_diffusion.model.pretrain import check_pretrain_config, cluster_items, pretrained_embeddings
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import positive_int
+from recbole_diffusion.validation import ConfigError, boolean, is_int, number, one_of, positive_int, probability
 
 
 def _mlp(sizes, activation, last_activation):
@@ -53,6 +53,21 @@ def _mlp(sizes, activation, last_activation):
 
 @register_model
 class LDiffRec(DiffRec):
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        super().check_config(config)
+        n_cate = positive_int("n_cate", config["n_cate"])
+        in_dims = config["in_dims"]
+        if not (isinstance(in_dims, list) and in_dims and all(is_int(size) and size >= n_cate for size in in_dims)):
+            raise ConfigError("in_dims", f"a non-empty list of ints >= n_cate ({n_cate})", in_dims)
+        one_of("ae_act_func", config["ae_act_func"], tuple(ACTIVATIONS))
+        probability("ae_dropout", config["ae_dropout"])
+        boolean("reparam", config["reparam"])
+        for key in ("lamda", "anneal_cap", "anneal_steps", "vae_anneal_cap", "vae_anneal_steps"):
+            number(key, config[key], 0)
+        check_pretrain_config(config)
+
     def __init__(self, config, dataset):
         self.n_cate = config["n_cate"]
         self.in_dims = config["in_dims"]
@@ -64,16 +79,6 @@ class LDiffRec(DiffRec):
         self.anneal_steps = config["anneal_steps"]
         self.vae_anneal_cap = config["vae_anneal_cap"]
         self.vae_anneal_steps = config["vae_anneal_steps"]
-        positive_int("n_cate", self.n_cate)
-        if not self.in_dims or not all(isinstance(size, int) and size >= self.n_cate for size in self.in_dims):
-            raise ValueError(f"in_dims must be a non-empty list of ints >= n_cate, got {self.in_dims!r}")
-        if self.ae_act_func not in ACTIVATIONS:
-            raise ValueError(f"ae_act_func must be one of {tuple(ACTIVATIONS)}, got {self.ae_act_func!r}")
-        if not 0.0 <= self.ae_dropout < 1.0:
-            raise ValueError(f"ae_dropout must be in [0, 1), got {self.ae_dropout!r}")
-        for key in ("lamda", "anneal_cap", "anneal_steps", "vae_anneal_cap", "vae_anneal_steps"):
-            if config[key] < 0:
-                raise ValueError(f"{key} must be >= 0, got {config[key]!r}")
         super().__init__(config, dataset)
 
         _, item_embeddings = pretrained_embeddings(config, dataset, item_file=config["item_emb_path"])

@@ -7,16 +7,24 @@ that recent interactions weigh more. Needs the dataset's timestamp field.
 import numpy as np
 import torch
 
+from recbole_diffusion.validation import ConfigError, number
+
 
 class TimeAwareHistory:
     """Mixin for T-DiffRec and LT-DiffRec: the user vectors hold time-aware weights ``linspace(w_min, w_max)`` over
     each user's training interactions in time order instead of ones (reads w_min, w_max)."""
 
+    @classmethod
+    def check_config(cls, config):
+        """Check ``w_min`` and ``w_max`` (0 <= w_min <= w_max), then the model's other keys."""
+        w_min = number("w_min", config["w_min"], 0)
+        if number("w_max", config["w_max"], 0) < w_min:
+            raise ConfigError("w_max", f"a number >= w_min ({w_min})", config["w_max"])
+        super().check_config(config)
+
     def __init__(self, config, dataset):
         self.w_min = config["w_min"]
         self.w_max = config["w_max"]
-        if not 0 <= self.w_min <= self.w_max:
-            raise ValueError(f"w_min and w_max must satisfy 0 <= w_min <= w_max, got {self.w_min!r}, {self.w_max!r}")
         super().__init__(config, dataset)
 
     def build_histroy_items(self, dataset):

@@ -43,7 +43,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config
+from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, check_betas_config
 from recbole_diffusion.model.layers import (
     SequenceEncoder,
     StepEmbedding,
@@ -52,7 +52,7 @@ from recbole_diffusion.model.layers import (
 )
 from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import boolean
+from recbole_diffusion.validation import boolean, number, one_of, positive_int
 
 DIVERGENCES = ("beta", "gamma", "mse")
 
@@ -91,8 +91,25 @@ class DiffDiv(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
     target_embedding_table = "item_embedding"  # what the reconstruction term pulls: checked for collapse
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        SequenceEncoder.check_config(config)
+        number("initializer_range", config["initializer_range"], 0, low_open=True)
+        positive_int("latent_size", config["latent_size"])
+        number("kl_weight", config["kl_weight"], 0)
+        divergence = one_of("divergence", config["divergence"], DIVERGENCES)
+        if divergence != "mse":
+            number("divergence_param", config["divergence_param"], 0, low_open=True)
+        positive_int("num_channels", config["num_channels"])
+        number("ddim_eta", config["ddim_eta"], 0)
+        boolean("detach_target", config["detach_target"])
+        check_betas_config(config)
+        cls.check_sampling_config(config, config["diffusion_steps"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.hidden_size = config["hidden_size"]
         self.initializer_range = config["initializer_range"]
         self.latent_size = config["latent_size"]
@@ -101,19 +118,7 @@ class DiffDiv(ReverseChainSampling, SequentialRecommender):
         self.divergence_param = config["divergence_param"]
         self.num_channels = config["num_channels"]
         self.ddim_eta = config["ddim_eta"]
-        self.detach_target = boolean("detach_target", config["detach_target"])
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
-        if self.divergence != "mse" and not self.divergence_param > 0:
-            raise ValueError(
-                f"divergence_param must be > 0 for the {self.divergence} divergence, got {self.divergence_param}"
-            )
-        if not (isinstance(self.num_channels, int) and self.num_channels >= 1):
-            raise ValueError(f"num_channels must be an int >= 1, got {self.num_channels!r}")
-        if not (isinstance(self.latent_size, int) and self.latent_size >= 1):
-            raise ValueError(f"latent_size must be an int >= 1, got {self.latent_size!r}")
-        if not self.kl_weight >= 0:
-            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        self.detach_target = config["detach_target"]
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.encoder = SequenceEncoder.from_config(config, self.max_seq_length)
@@ -128,7 +133,7 @@ class DiffDiv(ReverseChainSampling, SequentialRecommender):
         )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.init_sampling(config, self.diffusion)
+        self.init_sampling(config)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
         init_item_embedding(self.item_embedding, config["item_emb_path"])
 

@@ -37,9 +37,10 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
+from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
 from recbole_diffusion.model.layers import SequenceEncoder, init_normal_weights, sinusoidal_embedding
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import ConfigError, int_in, number, one_of, positive_int
 
 INFERENCE_MODES = ("seeds", "chain")
 
@@ -48,8 +49,24 @@ INFERENCE_MODES = ("seeds", "chain")
 class DiffRec2(SequentialRecommender):
     input_type = InputType.POINTWISE
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        SequenceEncoder.check_config(config)
+        if config["hidden_size"] < 4 or config["hidden_size"] % 2:
+            raise ConfigError("hidden_size", "an even int >= 4 (sinusoidal step embedding)", config["hidden_size"])
+        number("initializer_range", config["initializer_range"], 0, low_open=True)
+        number("rec_loss_weight", config["rec_loss_weight"], 0)
+        one_of("inference_mode", config["inference_mode"], INFERENCE_MODES)
+        positive_int("inference_seeds", config["inference_seeds"])
+        check_betas_config(config, linear_ends=False)
+        if config["inference_step"] is not None:
+            steps = config["diffusion_steps"]
+            int_in("inference_step", config["inference_step"], 0, steps - 1, " (diffusion_steps - 1; ~ for the last)")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.hidden_size = config["hidden_size"]
         self.initializer_range = config["initializer_range"]
         self.rec_loss_weight = config["rec_loss_weight"]
@@ -57,19 +74,9 @@ class DiffRec2(SequentialRecommender):
         self.inference_seeds = config["inference_seeds"]
         inference_step = config["inference_step"]
         diffusion_steps = config["diffusion_steps"]
-        if self.inference_mode not in INFERENCE_MODES:
-            raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {self.inference_mode!r}")
-        if type(self.inference_seeds) is not int or self.inference_seeds < 1:
-            raise ValueError(f"inference_seeds must be a positive int, got {self.inference_seeds!r}")
-        if not (isinstance(self.rec_loss_weight, (int, float)) and self.rec_loss_weight >= 0):
-            raise ValueError(f"rec_loss_weight must be a number >= 0, got {self.rec_loss_weight!r}")
-        if self.hidden_size % 2 or self.hidden_size < 4:
-            raise ValueError(f"hidden_size must be even and >= 4 (sinusoidal step embedding), got {self.hidden_size}")
 
         self.diffusion = GaussianDiffusion(make_betas(config["beta_schedule"], diffusion_steps), prediction_type="x0")
         self.inference_step = diffusion_steps - 1 if inference_step is None else inference_step
-        if type(self.inference_step) is not int or not 0 <= self.inference_step < diffusion_steps:
-            raise ValueError(f"inference_step must be ~ or an int in 0..{diffusion_steps - 1}, got {inference_step!r}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.item_bias = nn.Parameter(torch.zeros(self.n_items))

@@ -59,11 +59,19 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, drop_condition, guided_output
+from recbole_diffusion.diffusion import (
+    GaussianDiffusion,
+    betas_from_config,
+    check_betas_config,
+    drop_condition,
+    guided_output,
+)
+from recbole_diffusion.diffusion.gaussian import check_inference_steps
 from recbole_diffusion.model.layers import sinusoidal_embedding
 from recbole_diffusion.model.sequential_recommender import diffuasr_augment
 from recbole_diffusion.model.sequential_recommender.diffuasr_augment import AUG_ITEMS
-from recbole_diffusion.utils import register_model
+from recbole_diffusion.utils import get_model, register_model
+from recbole_diffusion.validation import ConfigError, is_positive_int, number, one_of, positive_int, probability
 
 GUIDANCE_TYPES = ("cond", "cf")
 CF_TRAININGS = ("official", "dropout")
@@ -196,8 +204,47 @@ class DiffuASR(SequentialRecommender):
     input_type = InputType.POINTWISE
     two_stage = True  # the quick start runs prepare_stage_two, then trains the returned backbone
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads, the backbone and the split; no data needed."""
+        backbone = config["backbone"]
+        backbone_class = get_model(backbone)
+        if getattr(backbone_class, "two_stage", False) or backbone_class.type != cls.type:
+            raise ConfigError("backbone", "a sequential recommender (e.g. SASRec)", backbone)
+        split = config["eval_args"]["split"]
+        if not isinstance(split, dict) or "LS" not in split:
+            raise ConfigError("eval_args.split", "a leave-one-out split {LS: ...}", split)
+        positive_int("aug_num", config["aug_num"])
+        positive_int("aug_epochs", config["aug_epochs"])
+        hidden_size = positive_int("hidden_size", config["hidden_size"])
+        resolution = math.isqrt(hidden_size)
+        if resolution * resolution != hidden_size:
+            raise ConfigError("hidden_size", "a perfect square (e.g. 16, 64)", hidden_size)
+        channel_mult = config["unet_channel_mult"]
+        if not (isinstance(channel_mult, list) and channel_mult and all(map(is_positive_int, channel_mult))):
+            raise ConfigError("unet_channel_mult", "a non-empty list of positive ints", channel_mult)
+        if resolution % 2 ** (len(channel_mult) - 1):
+            raise ConfigError(
+                "unet_channel_mult",
+                f"at most log2 of sqrt(hidden_size) = {resolution} downsamplings (len - 1)",
+                channel_mult,
+            )
+        channels = config["unet_channels"]
+        if not (is_positive_int(channels) and channels % 8 == 0):
+            raise ConfigError("unet_channels", "a positive multiple of 8 (GroupNorm of 8 groups)", channels)
+        positive_int("unet_res_blocks", config["unet_res_blocks"])
+        probability("unet_dropout", config["unet_dropout"])
+        one_of("guidance_type", config["guidance_type"], GUIDANCE_TYPES)
+        one_of("cf_training", config["cf_training"], CF_TRAININGS)
+        probability("p_uncond", config["p_uncond"])
+        number("guidance_weight", config["guidance_weight"])
+        number("ddim_eta", config["ddim_eta"], 0)
+        check_betas_config(config)
+        check_inference_steps(config["inference_steps"], config["diffusion_steps"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.aug_num = config["aug_num"]
         self.hidden_size = config["hidden_size"]
         self.guidance_type = config["guidance_type"]
@@ -210,30 +257,11 @@ class DiffuASR(SequentialRecommender):
         channel_mult = list(config["unet_channel_mult"])
         res_blocks = config["unet_res_blocks"]
         dropout = config["unet_dropout"]
-        if not isinstance(self.aug_num, int) or self.aug_num < 1:
-            raise ValueError(f"aug_num must be a positive int, got {self.aug_num!r}")
-        resolution = math.isqrt(self.hidden_size)
-        if resolution * resolution != self.hidden_size:
-            raise ValueError(f"hidden_size must be a perfect square (e.g. 16, 64), got {self.hidden_size}")
-        if resolution % 2 ** (len(channel_mult) - 1):
-            raise ValueError(
-                f"unet_channel_mult {channel_mult}: {len(channel_mult) - 1} downsamplings need sqrt(hidden_size) = "
-                f"{resolution} divisible by {2 ** (len(channel_mult) - 1)}"
-            )
-        if channels < 8 or channels % 8:
-            raise ValueError(f"unet_channels must be a positive multiple of 8 (GroupNorm of 8 groups), got {channels}")
-        if self.guidance_type not in GUIDANCE_TYPES:
-            raise ValueError(f"guidance_type must be one of {GUIDANCE_TYPES}, got {self.guidance_type!r}")
-        if self.cf_training not in CF_TRAININGS:
-            raise ValueError(f"cf_training must be one of {CF_TRAININGS}, got {self.cf_training!r}")
-        if not 0.0 <= self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
         self.unet = SequentialUNet(self.aug_num, self.hidden_size, channels, channel_mult, res_blocks, dropout)
         self.diffusion = GaussianDiffusion(betas_from_config(config), prediction_type="eps")
-        self.diffusion.check_inference_steps(self.inference_steps)
 
     def forward(self, item_seq):
         """The guidance vector: the sum of the embeddings of the guiding items, ``[batch, hidden]``."""

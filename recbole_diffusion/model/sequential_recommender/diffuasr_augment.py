@@ -10,8 +10,6 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed, set_color
 
-from recbole_diffusion.utils import get_model
-
 AUG_ITEMS = "aug_item_list"  # interaction field of the M target items of a stage-1 training pair
 SUMMARY_FILE = "diffuasr_augmentation.json"
 
@@ -24,12 +22,6 @@ def prepare_stage_two(model_class, config, dataset, train_data, valid_data, test
     train the backbone: ``model``, ``data_path``, ``config_overrides`` and a ``summary`` for the result.
     """
     backbone = config["backbone"]
-    backbone_class = get_model(backbone)
-    if getattr(backbone_class, "two_stage", False) or backbone_class.type != model_class.type:
-        raise ValueError(f"backbone must be a sequential recommender (e.g. SASRec), got {backbone!r}")
-    split = config["eval_args"]["split"]
-    if not isinstance(split, dict) or "LS" not in split:
-        raise ValueError(f"DiffuASR needs a leave-one-out split (eval_args.split: {{LS: ...}}), got {split!r}")
     root = config["augmented_data_path"] or os.path.join(config["checkpoint_dir"], "DiffuASR-augmented")
     inter_file = os.path.join(root, config["dataset"], f"{config['dataset']}.inter")
     logger = getLogger()

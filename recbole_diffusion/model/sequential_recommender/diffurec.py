@@ -35,11 +35,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
+from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
 from recbole_diffusion.model.layers import DiffuRecTransformer, sinusoidal_embedding
 from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import positive_int
+from recbole_diffusion.validation import ConfigError, number, probability
 
 BETA_SCHEDULES = ("trunc_linear", "linear", "cosine", "sqrt", "trunc_cosine")
 
@@ -48,8 +48,22 @@ BETA_SCHEDULES = ("trunc_linear", "linear", "cosine", "sqrt", "trunc_cosine")
 class DiffuRec(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        DiffuRecTransformer.check_config(config)
+        hidden_size = config["hidden_size"]
+        if hidden_size < 4 or hidden_size % 2:
+            raise ConfigError("hidden_size", "an even int >= 4 (sinusoidal step embedding)", hidden_size)
+        probability("emb_dropout_prob", config["emb_dropout_prob"])
+        check_betas_config(config, BETA_SCHEDULES, linear_ends=False)
+        number("lambda_uncertainty", config["lambda_uncertainty"], 0, low_open=True)
+        number("ddim_eta", config["ddim_eta"], 0)
+        cls.check_sampling_config(config, config["diffusion_steps"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.hidden_size = config["hidden_size"]
         emb_dropout_prob = config["emb_dropout_prob"]
         layer_norm_eps = config["layer_norm_eps"]
@@ -57,15 +71,6 @@ class DiffuRec(ReverseChainSampling, SequentialRecommender):
         beta_schedule = config["beta_schedule"]
         self.lambda_uncertainty = config["lambda_uncertainty"]
         self.ddim_eta = config["ddim_eta"]
-        if not isinstance(self.hidden_size, int) or self.hidden_size < 4 or self.hidden_size % 2:
-            raise ValueError(f"hidden_size must be an even int >= 4, got {self.hidden_size!r}")
-        if not 0.0 <= emb_dropout_prob < 1.0:
-            raise ValueError(f"emb_dropout_prob must be in [0, 1), got {emb_dropout_prob}")
-        positive_int("diffusion_steps", diffusion_steps)
-        if beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
-        if not self.lambda_uncertainty > 0:
-            raise ValueError(f"lambda_uncertainty must be > 0, got {self.lambda_uncertainty}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(emb_dropout_prob)
@@ -74,13 +79,13 @@ class DiffuRec(ReverseChainSampling, SequentialRecommender):
         self.step_mlp = nn.Sequential(
             nn.Linear(self.hidden_size, step_width), nn.SiLU(), nn.Linear(step_width, self.hidden_size)
         )
-        self.transformer = DiffuRecTransformer.from_config(config)  # checks n_heads, hidden_act, attention_mask
+        self.transformer = DiffuRecTransformer.from_config(config)
 
         # DiffuRec's "linear" is DDPM's linear schedule stretched to T steps (ends scaled by 1000 / T).
         scaled_ends = {"beta_start": 0.1 / diffusion_steps, "beta_end": 20.0 / diffusion_steps}
         betas = make_betas(beta_schedule, diffusion_steps, **(scaled_ends if beta_schedule == "linear" else {}))
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0", variance_type="fixed_large")
-        self.init_sampling(config, self.diffusion)
+        self.init_sampling(config)
         self.step_scale = 1000.0 / diffusion_steps
 
     def approximate(self, history, padding, item_seq_len, noisy_target, timesteps):

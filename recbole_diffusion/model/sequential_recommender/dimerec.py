@@ -43,6 +43,7 @@ from torch import nn
 from recbole_diffusion.diffusion import (
     GaussianDiffusion,
     betas_from_config,
+    check_betas_config,
     geodesic_q_sample,
     right_angle_noise_scale,
     spherical_sample,
@@ -50,6 +51,7 @@ from recbole_diffusion.diffusion import (
 from recbole_diffusion.model.layers import StepEmbedding, init_normal_weights
 from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
+from recbole_diffusion.validation import int_in, number, one_of, positive_int
 
 GEM_TYPES = ("model", "rule")
 
@@ -58,8 +60,28 @@ GEM_TYPES = ("model", "rule")
 class DimeRec(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        positive_int("hidden_size", config["hidden_size"])
+        one_of("gem_type", config["gem_type"], GEM_TYPES)
+        max_seq_length = positive_int("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"])
+        int_in("n_interests", config["n_interests"], 1, max_seq_length, " (MAX_ITEM_LIST_LENGTH)")
+        positive_int("n_negatives", config["n_negatives"])
+        positive_int("denoiser_hidden_size", config["denoiser_hidden_size"])
+        number("initializer_range", config["initializer_range"], 0, low_open=True)
+        number("temperature", config["temperature"], 0, low_open=True)
+        if config["noise_scale"] is not None:
+            number("noise_scale", config["noise_scale"], 0, low_open=True)
+        number("recon_weight", config["recon_weight"], 0)
+        number("ssm_weight", config["ssm_weight"], 0)
+        number("ddim_eta", config["ddim_eta"], 0)
+        check_betas_config(config)
+        cls.check_sampling_config(config, config["diffusion_steps"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.hidden_size = config["hidden_size"]
         self.gem_type = config["gem_type"]
         self.n_interests = config["n_interests"]
@@ -71,19 +93,6 @@ class DimeRec(ReverseChainSampling, SequentialRecommender):
         self.ddim_eta = config["ddim_eta"]
         noise_scale = config["noise_scale"]
         denoiser_hidden_size = config["denoiser_hidden_size"]
-        if self.gem_type not in GEM_TYPES:
-            raise ValueError(f"gem_type must be one of {GEM_TYPES}, got {self.gem_type!r}")
-        if not isinstance(self.n_interests, int) or not 1 <= self.n_interests <= self.max_seq_length:
-            raise ValueError(f"n_interests must be an int in 1..MAX_ITEM_LIST_LENGTH ({self.max_seq_length}), "
-                             f"got {self.n_interests!r}")
-        if not isinstance(self.n_negatives, int) or self.n_negatives < 1:
-            raise ValueError(f"n_negatives must be a positive int, got {self.n_negatives!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if noise_scale is not None and not noise_scale > 0:
-            raise ValueError(f"noise_scale must be ~ (right angle at step T) or > 0, got {noise_scale}")
-        if self.recon_weight < 0 or self.ssm_weight < 0:
-            raise ValueError(f"recon_weight and ssm_weight must be >= 0, got {self.recon_weight}, {self.ssm_weight}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         if self.gem_type == "model":
@@ -102,7 +111,7 @@ class DimeRec(ReverseChainSampling, SequentialRecommender):
         )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.init_sampling(config, self.diffusion)
+        self.init_sampling(config)
         if noise_scale is None:
             noise_scale = right_angle_noise_scale(self.diffusion, self.hidden_size)
         self.noise_scale = noise_scale

@@ -44,11 +44,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, make_betas
+from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
 from recbole_diffusion.model.layers import DiffuRecTransformer, StepEmbedding
 from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import positive_int
+from recbole_diffusion.validation import number, positive_int, probability
 
 NOISY_ITEM_WEIGHT = 0.001  # Weight of the noisy target (plus step embedding) in the denoiser input (official).
 
@@ -64,8 +64,23 @@ def align_right(item_seq, item_seq_len):
 class DiQDiff(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        DiffuRecTransformer.check_config(config)
+        positive_int("num_codes", config["num_codes"])
+        for key in ("gumbel_temperature", "contrast_temperature"):
+            number(key, config[key], 0, low_open=True)
+        for key in ("lambda_history", "lambda_code", "lambda_contrast"):
+            number(key, config[key], 0)
+        probability("emb_dropout_prob", config["emb_dropout_prob"])
+        number("ddim_eta", config["ddim_eta"], 0)
+        check_betas_config(config, linear_ends=False)
+        cls.check_sampling_config(config, config["diffusion_steps"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.hidden_size = config["hidden_size"]
         self.num_codes = config["num_codes"]
         self.gumbel_temperature = config["gumbel_temperature"]
@@ -74,14 +89,6 @@ class DiQDiff(ReverseChainSampling, SequentialRecommender):
         self.lambda_contrast = config["lambda_contrast"]
         self.contrast_temperature = config["contrast_temperature"]
         self.ddim_eta = config["ddim_eta"]
-        positive_int("num_codes", self.num_codes)
-        for key in ("gumbel_temperature", "contrast_temperature"):
-            if not config[key] > 0:
-                raise ValueError(f"{key} must be > 0, got {config[key]}")
-        if self.lambda_contrast < 0:
-            raise ValueError(f"lambda_contrast must be >= 0, got {self.lambda_contrast}")
-        if not 0.0 <= config["emb_dropout_prob"] < 1.0:
-            raise ValueError(f"emb_dropout_prob must be in [0, 1), got {config['emb_dropout_prob']}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(config["emb_dropout_prob"])
@@ -89,11 +96,11 @@ class DiQDiff(ReverseChainSampling, SequentialRecommender):
         self.code_logits = nn.Linear(self.max_seq_length * self.hidden_size, self.num_codes)
         self.register_buffer("codebook", torch.zeros(self.num_codes, self.max_seq_length, self.hidden_size))
         self.step_embedding = StepEmbedding(self.hidden_size)
-        self.transformer = DiffuRecTransformer.from_config(config)  # checks n_heads, hidden_act, attention_mask
+        self.transformer = DiffuRecTransformer.from_config(config)
         betas = make_betas(config["beta_schedule"], config["diffusion_steps"])
         # The other layers keep PyTorch's default init, as in the official code.
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.init_sampling(config, self.diffusion)
+        self.init_sampling(config)
 
     def quantize(self, history):
         """SVQ: the code ``s_q`` of each history ``[batch, L, d]``; in training, first refresh the used codes."""

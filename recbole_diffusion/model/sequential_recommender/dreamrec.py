@@ -36,7 +36,13 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, betas_from_config, drop_condition, guided_output
+from recbole_diffusion.diffusion import (
+    GaussianDiffusion,
+    betas_from_config,
+    check_betas_config,
+    drop_condition,
+    guided_output,
+)
 from recbole_diffusion.model.layers import (
     SequenceEncoder,
     StepEmbedding,
@@ -45,7 +51,7 @@ from recbole_diffusion.model.layers import (
 )
 from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import boolean
+from recbole_diffusion.validation import boolean, number, one_of, probability
 
 DENOISER_TYPES = ("mlp1", "mlp2")
 
@@ -55,19 +61,29 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
     input_type = InputType.POINTWISE
     target_embedding_table = "item_embedding"  # what the loss regresses onto: checked for collapse
 
+    @classmethod
+    def check_config(cls, config):
+        """Check every key the model reads; no data needed."""
+        SequenceEncoder.check_config(config)
+        number("initializer_range", config["initializer_range"], 0, low_open=True)
+        one_of("denoiser_type", config["denoiser_type"], DENOISER_TYPES)
+        probability("p_uncond", config["p_uncond"])
+        number("guidance_weight", config["guidance_weight"])
+        number("ddim_eta", config["ddim_eta"], 0)
+        boolean("detach_target", config["detach_target"])
+        check_betas_config(config)
+        cls.check_sampling_config(config, config["diffusion_steps"])
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.hidden_size = config["hidden_size"]
         self.initializer_range = config["initializer_range"]
         self.p_uncond = config["p_uncond"]
         self.guidance_weight = config["guidance_weight"]
         self.ddim_eta = config["ddim_eta"]
-        self.detach_target = boolean("detach_target", config["detach_target"])
+        self.detach_target = config["detach_target"]
         denoiser_type = config["denoiser_type"]
-        if denoiser_type not in DENOISER_TYPES:
-            raise ValueError(f"denoiser_type must be one of {DENOISER_TYPES}, got {denoiser_type!r}")
-        if not 0.0 <= self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.encoder = SequenceEncoder.from_config(config, self.max_seq_length)
@@ -84,7 +100,7 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
             )
         betas = betas_from_config(config)
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
-        self.init_sampling(config, self.diffusion)
+        self.init_sampling(config)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
         init_item_embedding(self.item_embedding, config["item_emb_path"])
 
