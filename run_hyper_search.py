@@ -5,15 +5,20 @@ RecBole's .hyper format. ``--algo``: ``exhaustive`` (the grid, default), ``rando
 the trials. Every trial trains and tests like run_recbole_diffusion.py; all trials and the best parameters go to
 ``--output_file`` (default ``results/<dataset>/hyper-<Model>-<time>.json``) and to the log. Any other
 ``--key=value`` is a fixed config parameter of every trial (e.g. ``--epochs=50``). Needs the ``tune`` extra
-(hyperopt): ``pip install -e ".[tune]"``.
+(hyperopt): ``pip install -e ".[tune]"``. Every setting and every point of the space is checked before the first
+trial; an invalid one stops the search with one line, ``error: ...``, and exit status 2 (``--debug``: traceback).
 """
 
 import argparse
 import json
 import sys
 
-from recbole_diffusion import DatasetNotFoundError, ModelNotFoundError
-from recbole_diffusion.hyper_search import ALGOS, DEFAULT_EARLY_STOP, HyperSearchError, hyper_search
+from recbole_diffusion.cli import exit_status
+from recbole_diffusion.hyper_search import ALGOS, DEFAULT_EARLY_STOP, hyper_search
+from recbole_diffusion.preflight import ALLOW_UNKNOWN_KEYS
+
+# options without a value, which RecBole's command-line reader warns about
+FLAGS = ("--debug", f"--{ALLOW_UNKNOWN_KEYS}")
 
 
 def parse_args(argv=None):
@@ -28,6 +33,10 @@ def parse_args(argv=None):
         "--early_stop", type=int, default=DEFAULT_EARLY_STOP, help="stop after this many trials without improvement"
     )
     parser.add_argument("--output_file", default=None, help="JSON report of all trials and the best parameters")
+    parser.add_argument(
+        f"--{ALLOW_UNKNOWN_KEYS}", action="store_true", help="accept config keys that no configuration layer knows"
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -35,7 +44,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     config_file_list = args.config_files.split() if args.config_files else None
-    try:
+    sys.argv = [argument for argument in sys.argv if argument not in FLAGS]
+
+    def search():
         report_file = hyper_search(
             args.model,
             args.dataset,
@@ -44,15 +55,15 @@ def main(argv=None):
             max_evals=args.max_evals,
             early_stop=args.early_stop,
             config_file_list=config_file_list,
+            config_dict={ALLOW_UNKNOWN_KEYS: True} if args.allow_unknown_keys else None,
             output_file=args.output_file,
         )
-    except (HyperSearchError, DatasetNotFoundError, ModelNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    report = json.loads(report_file.read_text())
-    print(f"best parameters: {report['best_params']} (valid {report['valid_metric']}: {report['best_valid_score']})")
-    print(f"all {len(report['trials'])} trials: {report_file}")
-    return 0
+        report = json.loads(report_file.read_text())
+        best = f"{report['best_params']} (valid {report['valid_metric']}: {report['best_valid_score']})"
+        print(f"best parameters: {best}")
+        print(f"all {len(report['trials'])} trials: {report_file}")
+
+    return exit_status(search, args.debug)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ Each (model, seed) cell is stored when done: the same command again continues an
 ``--cells=DreamRec:2020,SASRec:2021`` runs only those cells, ``--report_only`` assembles the report from the stored
 cells, ``--force`` recomputes the cells stored with another config.
 
+``--resume=<checkpoint>`` continues an interrupted single run from its last finished epoch (give the same options).
+A config key that no configuration layer knows is refused unless ``--allow_unknown_keys``; an invalid value stops the
+command with one line, ``error: ...``, and exit status 2 (``--debug`` shows the traceback).
+
 ``--config_files="a.yaml b.yaml"`` reach every model; ``--model_config_files="DiffRec:d.yaml;TDiffRec:t.yaml u.yaml"``
 gives a model of ``--model`` its own files, read after ``--config_files`` (in a comparison or a single run).
 
@@ -17,11 +21,14 @@ Any other ``--key=value`` is a RecBole/plugin config parameter (e.g. ``--data_pa
 import argparse
 import sys
 
-from recbole_diffusion import DatasetNotFoundError, ModelNotFoundError, run
-from recbole_diffusion.compare import CompareInputError, compare
+from recbole_diffusion import run
+from recbole_diffusion.cli import exit_status
+from recbole_diffusion.compare import compare
+from recbole_diffusion.preflight import ALLOW_UNKNOWN_KEYS
 
 FIRST_SEED = 2020
-FLAGS = ("--report_only", "--force")  # options without a value, which RecBole's command-line reader warns about
+# options without a value, which RecBole's command-line reader warns about
+FLAGS = ("--report_only", "--force", "--debug", f"--{ALLOW_UNKNOWN_KEYS}")
 
 
 def parse_args(argv=None):
@@ -53,6 +60,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--force", action="store_true", help="comparison: recompute the cells stored with another config"
     )
+    parser.add_argument("--resume", default=None, help="single run: continue an interrupted run from this checkpoint")
+    parser.add_argument(
+        f"--{ALLOW_UNKNOWN_KEYS}", action="store_true", help="accept config keys that no configuration layer knows"
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     args, _ = parser.parse_known_args(argv)
     args.models = [name.strip() for name in args.model.split(",")]
     strangers = [name for name in args.model_config_files if name not in args.models]
@@ -63,6 +75,8 @@ def parse_args(argv=None):
     )
     if args.compare and (args.nproc != 1 or args.world_size != -1):
         parser.error("--nproc/--world_size: a comparison runs in a single process")
+    if args.compare and args.resume:
+        parser.error("--resume: continues a single run; a comparison resumes by running its command again")
     return args
 
 
@@ -116,37 +130,39 @@ def parse_model_config_files(text):
 def main(argv=None):
     args = parse_args(argv)
     config_file_list = args.config_files.split() if args.config_files else []
-    try:
-        if args.compare:
-            sys.argv = [argument for argument in sys.argv if argument not in FLAGS]
-            seeds = args.seeds or [FIRST_SEED]
-            folder = compare(
-                args.models,
-                args.dataset,
-                seeds,
-                config_file_list,
-                output_dir=args.output_dir,
-                model_config_files=args.model_config_files,
-                cells=args.cells,
-                report_only=args.report_only,
-                force=args.force,
-            )
-            print(f"cells stored in {folder / 'cells'}" if args.cells else f"comparison report written to {folder}")
-            return 0
+    config_dict = {ALLOW_UNKNOWN_KEYS: True} if args.allow_unknown_keys else None
+    sys.argv = [argument for argument in sys.argv if argument not in FLAGS]
+
+    def compare_models():
+        folder = compare(
+            args.models,
+            args.dataset,
+            args.seeds or [FIRST_SEED],
+            config_file_list,
+            config_dict,
+            output_dir=args.output_dir,
+            model_config_files=args.model_config_files,
+            cells=args.cells,
+            report_only=args.report_only,
+            force=args.force,
+        )
+        print(f"cells stored in {folder / 'cells'}" if args.cells else f"comparison report written to {folder}")
+
+    def run_model():
         run(
             args.model,
             args.dataset,
             config_file_list=[*config_file_list, *args.model_config_files.get(args.model, [])] or None,
+            config_dict=config_dict,
             nproc=args.nproc,
             world_size=args.world_size,
             ip=args.ip,
             port=args.port,
             group_offset=args.group_offset,
+            resume=args.resume,
         )
-    except (DatasetNotFoundError, ModelNotFoundError, CompareInputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(compare_models if args.compare else run_model, args.debug)
 
 
 if __name__ == "__main__":

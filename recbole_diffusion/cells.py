@@ -67,6 +67,9 @@ RUN_SETTING_KEYS = frozenset(
         "cells",
         "config_files",
         "group_offset",
+        "resume",
+        "debug",
+        "allow_unknown_keys",
     }
 )
 
@@ -158,14 +161,32 @@ def checkpoint_in_cell(trainer, train_data, cell_dir, snapshot_hash, epoch_secon
     cell_dir.mkdir(parents=True, exist_ok=True)
     best, last_epoch = cell_dir / BEST_CHECKPOINT, cell_dir / EPOCH_CHECKPOINT
     if last_epoch.exists():
-        state = torch.load(last_epoch, map_location="cpu", weights_only=True)
-        if state["config_hash"] == snapshot_hash:
-            trainer.resume_checkpoint(last_epoch)
-            _restore_random_states(state["random_states"], train_data)
-            epoch_seconds.extend(state["epoch_seconds"])
+        if epoch_checkpoint_hash(last_epoch) == snapshot_hash:
+            resume_from_epoch_checkpoint(trainer, train_data, last_epoch, epoch_seconds)
         else:
             getLogger().warning(f"{last_epoch} belongs to another config: training starts again from epoch 0")
             last_epoch.unlink()
+    keep_epoch_checkpoints(trainer, train_data, best, last_epoch, snapshot_hash, epoch_seconds)
+
+
+def epoch_checkpoint_hash(path):
+    """The config hash stored in the epoch checkpoint ``path``; None for a checkpoint of another kind."""
+    return torch.load(path, map_location="cpu", weights_only=True).get("config_hash")
+
+
+def resume_from_epoch_checkpoint(trainer, train_data, path, epoch_seconds):
+    """Continue ``trainer`` from the epoch checkpoint ``path``: RecBole's ``resume_checkpoint``, then the random
+    generators and the epoch wall times (appended to ``epoch_seconds``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    trainer.resume_checkpoint(path)
+    _restore_random_states(state["random_states"], train_data)
+    epoch_seconds.extend(state["epoch_seconds"])
+
+
+def keep_epoch_checkpoints(trainer, train_data, best, last_epoch, snapshot_hash, epoch_seconds):
+    """Save ``trainer``'s best-validation checkpoint as ``best`` and, at the start of every epoch but the first it
+    trains, the state after the previous epoch as ``last_epoch`` (see :func:`checkpoint_in_cell`); both written
+    whole (to a partial file, flushed, renamed)."""
     trainer.saved_model_file = str(best)
     save_checkpoint, train_epoch = trainer._save_checkpoint, trainer._train_epoch
 

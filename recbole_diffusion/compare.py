@@ -69,12 +69,14 @@ from recbole_diffusion.cells import (
 from recbole_diffusion.collapse import target_norm_ratio
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
+from recbole_diffusion.preflight import check_config, check_dataset
 from recbole_diffusion.quick_start import _count_parameters
+from recbole_diffusion.trainer import stop_on_non_finite_values
 from recbole_diffusion.utils import get_model, get_trainer, init_run_logger, is_plugin_model
-from recbole_diffusion.validation import is_positive_int
+from recbole_diffusion.validation import InputError, is_positive_int
 
 
-class CompareInputError(ValueError):
+class CompareInputError(InputError):
     """An argument of :func:`compare` is unusable; the message names it."""
 
 
@@ -151,7 +153,8 @@ def compare(
         return config
 
     runs = [(seed, name, run_config(name, seed)) for seed in seeds for name in models]
-    for _, _, config in runs:  # every setting checked before anything trains
+    for _, _, config in runs:  # every setting checked before any data is loaded
+        check_config(config)
         _check_step_grid(config[STEP_GRID_KEY])
     valid_metric = runs[-1][2]["valid_metric"].lower()
     report_dir = Path(output_dir) / dataset / "-".join(models)
@@ -376,7 +379,9 @@ def _train_and_score(config):
     """
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    dataset = create_dataset(config)
+    check_dataset(config, dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
     if not isinstance(test_data, FullSortEvalDataLoader):
         raise CompareInputError(
             f"eval_args: compare needs full-sort evaluation of the test split (mode 'full'), got "
@@ -387,6 +392,7 @@ def _train_and_score(config):
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    stop_on_non_finite_values(trainer)
     epoch_seconds = _time_epochs(trainer)
     cell_dir = Path(config[CELL_DIR_KEY])
     checkpoint_in_cell(trainer, train_data, cell_dir, config_hash(config_snapshot(config)), epoch_seconds)

@@ -27,6 +27,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_diffusion import resources
+from recbole_diffusion.preflight import check_evaluation_settings
 from recbole_diffusion.utils import get_model, is_plugin_model
 
 RECBOLE_MODEL_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties" / "model"
@@ -74,6 +75,10 @@ class Config(RecBoleConfig):
         if isinstance(internal_eval_args, dict) and isinstance(external_eval_args, dict):
             final_config_dict["eval_args"] = {**internal_eval_args, **external_eval_args}
         return final_config_dict
+
+    def _set_default_parameters(self):
+        check_evaluation_settings(self.final_config_dict)
+        super()._set_default_parameters()
 
     def _init_device(self):
         """RecBole's device set-up, except that a distributed run without CUDA uses gloo on the CPU."""

@@ -11,11 +11,13 @@ import pickle
 import urllib.error
 from logging import getLogger
 
+import pandas as pd
 from recbole.data import utils as recbole_data_utils
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader, UserDataLoader
 from recbole.data.dataset import Dataset, SequentialDataset
 from recbole.utils import ModelType, set_color
 
+from recbole_diffusion.atomic_files import DataFileError, check_atomic_files, check_interactions_left, data_fault
 from recbole_diffusion.utils import get_model, is_plugin_model
 
 _DATASET_CLASS_BY_TYPE = {ModelType.GENERAL: Dataset, ModelType.SEQUENTIAL: SequentialDataset}
@@ -69,10 +71,21 @@ def create_dataset(config):
 
     Raises:
         DatasetNotFoundError: the atomic files are missing and RecBole could not download them.
+        DataFileError: an atomic file is malformed, or filtering leaves too few interactions
+            (:mod:`recbole_diffusion.atomic_files`).
     """
     inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
     if os.path.isfile(inter_file) or config["benchmark_filename"]:
-        return _build_dataset(config)
+        check_atomic_files(config)
+        try:
+            dataset = _build_dataset(config)
+        except (ValueError, pd.errors.ParserError) as error:
+            fault = data_fault(config)
+            if fault is None:
+                raise
+            raise DataFileError(fault) from error
+        check_interactions_left(config, dataset)
+        return dataset
     try:
         return _build_dataset(config)
     except (urllib.error.URLError, OSError, ValueError, EOFError, KeyError) as error:

@@ -25,7 +25,9 @@ hyperopt comes with the ``tune`` extra; it is imported only when a search starts
 """
 
 import ast
+import itertools
 import json
+import math
 from datetime import datetime
 from logging import getLogger
 from pathlib import Path
@@ -35,9 +37,10 @@ from recbole.utils import set_color
 
 from recbole_diffusion import resources
 from recbole_diffusion.config import Config
+from recbole_diffusion.preflight import check_config, check_values
 from recbole_diffusion.quick_start import run_recbole_diffusion
 from recbole_diffusion.utils import get_model
-from recbole_diffusion.validation import is_positive_int
+from recbole_diffusion.validation import InputError, is_positive_int
 
 ALGOS = ("exhaustive", "random", "bayes")
 RANGE_FORMS = {"uniform": "low,high", "quniform": "low,high,q", "loguniform": "low,high"}
@@ -48,7 +51,7 @@ INSTALL_HINT = 'pip install -e ".[tune]"'
 TRIAL_RESULT_KEYS = ("best_valid_score", "best_valid_result", "test_result")
 
 
-class HyperSearchError(ValueError):
+class HyperSearchError(InputError):
     """A search cannot start; the message names the argument, file or key at fault."""
 
 
@@ -89,7 +92,9 @@ def hyper_search(
     if algo == "exhaustive":
         _check_grid(space, params_file)
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    check_config(config)
     check_space_keys(space, config, params_file)
+    check_space_values(space, config)
     _check_two_stage(config)
     _require_hyperopt()
 
@@ -230,6 +235,17 @@ def check_space_keys(space, config, params_file):
             f"{', '.join(fixed)}: searched by {params_file} but also fixed on the command line or in the config "
             "dict, which would override every trial; drop one of the two"
         )
+
+
+def check_space_values(space, config):
+    """Check every point a trial may draw with the model's and the run's checks: every combination of the choices
+    and of the ends of the ranges (a ``quniform`` range yields floats, refused for an int key; ``loguniform`` bounds
+    are natural logarithms)."""
+    keys = list(space)
+    ends = {"choice": lambda values: values, "loguniform": lambda values: [math.exp(value) for value in values[:2]]}
+    candidates = [ends.get(kind, lambda values: values[:2])(values) for kind, values in space.values()]
+    for point in itertools.product(*candidates):
+        check_values(config, dict(zip(keys, point)))
 
 
 def _check_two_stage(config):

@@ -4,22 +4,74 @@ Mirrors ``recbole.quick_start`` without importing it (that module imports ray at
 setuptools >= 81 and numpy 2). FLOPs are not computed: thop would run the whole reverse diffusion chain.
 """
 
+import itertools
 import os
+import socket
 import sys
+from datetime import datetime
 from logging import getLogger
+from pathlib import Path
 
 import torch
+from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
+from recbole_diffusion.cells import (
+    config_hash,
+    config_snapshot,
+    epoch_checkpoint_hash,
+    keep_epoch_checkpoints,
+    resume_from_epoch_checkpoint,
+)
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
+from recbole_diffusion.preflight import check_config, check_dataset
+from recbole_diffusion.trainer import stop_on_non_finite_values
 from recbole_diffusion.utils import get_model, get_trainer, init_run_logger
+from recbole_diffusion.validation import ConfigError
 
 DISTRIBUTED_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset")
+EPOCH_CHECKPOINT_SUFFIX = "-last_epoch.pth"
+_RUNS_IN_THIS_PROCESS = itertools.count(1)
 
 
 def _count_parameters(model):
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def checkpoint_file(config):
+    """A new best-checkpoint path for a run, unique per process and readable:
+    ``<checkpoint_dir>/<model>-<dataset>-<date>_<time>-<host>-p<pid>.pth`` (``-r<n>`` added for the n-th run of one
+    process). RecBole's ``<model>-<time>.pth`` collided for runs started in the same second."""
+    run_number = next(_RUNS_IN_THIS_PROCESS)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    name = f"{config['model']}-{config['dataset']}-{stamp}-{socket.gethostname()}-p{os.getpid()}"
+    name += f"-r{run_number}" if run_number > 1 else ""
+    return Path(config["checkpoint_dir"]) / f"{name}.pth"
+
+
+def epoch_checkpoint_of(best_file):
+    """The epoch checkpoint beside the best checkpoint ``best_file`` of a single run."""
+    best_file = Path(best_file)
+    return best_file.with_name(best_file.name[: -len(".pth")] + EPOCH_CHECKPOINT_SUFFIX)
+
+
+def _resumed_checkpoints(resume, snapshot_hash):
+    """``(best, last_epoch)`` of the run that ``resume`` (its best or its epoch checkpoint) belongs to."""
+    resume = Path(resume)
+    if resume.name.endswith(EPOCH_CHECKPOINT_SUFFIX):
+        best = resume.with_name(resume.name[: -len(EPOCH_CHECKPOINT_SUFFIX)] + ".pth")
+    else:
+        best = resume
+    last_epoch = epoch_checkpoint_of(best)
+    if not last_epoch.is_file():
+        allowed = f"a checkpoint of an interrupted run, with its epoch checkpoint {last_epoch}"
+        raise ConfigError("resume", allowed, str(resume))
+    if epoch_checkpoint_hash(last_epoch) != snapshot_hash:
+        raise ConfigError(
+            "resume", "a checkpoint of a run with this config (give the interrupted run's options again)", str(resume)
+        )
+    return best, last_epoch
 
 
 def _share_checkpoint_name(trainer):
@@ -30,7 +82,7 @@ def _share_checkpoint_name(trainer):
 
 
 def run_recbole_diffusion(
-    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None, resume=None
 ):
     """Train ``model`` on ``dataset`` and evaluate the best checkpoint on the test split.
 
@@ -41,6 +93,8 @@ def run_recbole_diffusion(
         config_dict (dict, optional): parameters, higher precedence than the files.
         saved (bool): save the best model and evaluate it (else the last model is evaluated).
         queue (multiprocessing queue, optional): where rank 0 puts the result in a distributed run.
+        resume (str, optional): a checkpoint of an interrupted single run (its ``.pth`` or its epoch checkpoint
+            ``-last_epoch.pth``) to continue from its last finished epoch, with this run's config.
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``; for a
@@ -52,6 +106,10 @@ def run_recbole_diffusion(
     that model is then trained and tested here with the same configuration sources.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    check_config(config)
+    model_class = get_model(config["model"])
+    if resume is not None and (getattr(model_class, "two_stage", False) or not config["single_spec"]):
+        raise ConfigError("resume", "a single-process run of a one-stage model", resume)
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
     logger = getLogger()
@@ -59,15 +117,15 @@ def run_recbole_diffusion(
     logger.info(config)
 
     dataset = create_dataset(config)
+    check_dataset(config, dataset)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    model_class = get_model(config["model"])
     if not getattr(model_class, "two_stage", False):
-        return _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue)
+        return _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue, resume)
 
     # A two-stage model (DiffuASR) prepares data on the training split, then another model trains on it.
     if not config["single_spec"]:
-        raise ValueError(f"{config['model']} runs in a single process (nproc=1)")
+        raise ConfigError("nproc", f"1 ({config['model']} runs in a single process)", config["nproc"])
     stage_two = model_class.prepare_stage_two(config, dataset, train_data, valid_data, test_data)
     config = Config(
         model=stage_two["model"], dataset=config["dataset"], config_file_list=config_file_list, config_dict=config_dict
@@ -78,6 +136,7 @@ def run_recbole_diffusion(
         config.external_config_dict[key] = value
         config[key] = value
     config["data_path"] = os.path.join(stage_two["data_path"], config["dataset"])  # as RecBole's Config joins it
+    check_config(config)
     init_seed(config["seed"], config["reproducibility"])
     logger.info(config)
     dataset = create_dataset(config)
@@ -87,7 +146,7 @@ def run_recbole_diffusion(
     return {**result, **stage_two["summary"]}
 
 
-def _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue):
+def _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue, resume=None):
     logger = getLogger()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
@@ -95,14 +154,33 @@ def _train_and_test(config, model_class, train_data, valid_data, test_data, save
     logger.info(set_color("Trainable parameters", "blue") + f": {_count_parameters(model)}")
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if isinstance(trainer, Trainer):
+        stop_on_non_finite_values(trainer)
+    last_epoch = None
     if not config["single_spec"]:
+        trainer.saved_model_file = str(checkpoint_file(config))
         _share_checkpoint_name(trainer)
+    elif not isinstance(trainer, Trainer):  # RecBole's decision-tree trainers keep their own files
+        trainer.saved_model_file = str(checkpoint_file(config))
+    else:
+        snapshot_hash = config_hash(config_snapshot(config))
+        if resume is None:
+            best = checkpoint_file(config)
+            last_epoch = epoch_checkpoint_of(best)
+        else:
+            best, last_epoch = _resumed_checkpoints(resume, snapshot_hash)
+            resume_from_epoch_checkpoint(trainer, train_data, last_epoch, [])
+            logger.info(set_color("Resumed", "green") + f" from {last_epoch} at epoch {trainer.start_epoch}")
+        keep_epoch_checkpoints(trainer, train_data, best, last_epoch, snapshot_hash, [])
+        logger.info(f"an interrupted run continues with --resume={last_epoch}")
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     if not config["single_spec"]:
         torch.distributed.barrier()  # rank 0 has written the best checkpoint before any rank reads it
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    if last_epoch is not None:
+        last_epoch.unlink(missing_ok=True)  # the run is complete: nothing to resume
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -137,14 +215,19 @@ def run(
     ip="localhost",
     port="5678",
     group_offset=0,
+    resume=None,
 ):
     """One process, or ``nproc`` processes of a torch.distributed run (NCCL on GPUs, gloo on the CPU).
 
-    The arguments after ``saved`` are RecBole's: ``world_size`` processes in all (default ``nproc``), rendezvous
-    at ``ip:port``, this machine's ranks starting at ``group_offset``.
+    ``resume`` continues an interrupted single run (:func:`run_recbole_diffusion`). The arguments after ``saved``
+    are RecBole's: ``world_size`` processes in all (default ``nproc``), rendezvous at ``ip:port``, this machine's
+    ranks starting at ``group_offset``. The config is checked here, before any process starts.
     """
     if nproc == 1 and world_size <= 0:
-        return run_recbole_diffusion(model, dataset, config_file_list, config_dict, saved)
+        return run_recbole_diffusion(model, dataset, config_file_list, config_dict, saved, resume=resume)
+    if resume is not None:
+        raise ConfigError("resume", "a single-process run (nproc=1)", resume)
+    check_config(Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict))
     import torch.multiprocessing as mp
 
     queue = mp.get_context("spawn").SimpleQueue()

@@ -8,10 +8,57 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_diffusion.collapse import CONFIG_KEY, CollapseMonitor
-from recbole_diffusion.validation import is_positive_int
+from recbole_diffusion.validation import InputError, is_positive_int
 
 LR_STEP_SIZE_KEY = "lr_step_size"
 LR_GAMMA_KEY = "lr_gamma"
+
+
+class NonFiniteError(InputError):
+    """Training produced a NaN or infinite loss, or a model scored NaN: the message names the model and the epoch."""
+
+
+def stop_on_non_finite_values(trainer):
+    """Make ``trainer`` (any RecBole ``Trainer``) stop with :class:`NonFiniteError` at the first NaN or infinite
+    training loss, naming the model, the epoch and the learning rate, and at the first NaN score of an evaluation
+    (RecBole stops on a NaN loss only, with a bare message, and turns NaN scores into metrics silently)."""
+    model_name = trainer.config["model"]
+    current = {"epoch": None}
+    train_epoch, full_sort_eval, sampled_eval = (
+        trainer._train_epoch,
+        trainer._full_sort_batch_eval,
+        trainer._neg_sample_batch_eval,
+    )
+
+    def train_epoch_recorded(train_data, epoch_idx, *args, **kwargs):
+        current["epoch"] = epoch_idx
+        return train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+    def check_loss(loss):
+        if not torch.isfinite(loss).all():
+            learning_rate = trainer.optimizer.param_groups[0]["lr"] if trainer.optimizer is not None else None
+            raise NonFiniteError(
+                f"{model_name}: the training loss is {float(loss)} in epoch {current['epoch']} (from 0): training "
+                f"diverged; lower learning_rate (now {learning_rate})"
+            )
+
+    def checked_scores(evaluate):
+        def evaluate_checked(batched_data):
+            interaction, scores, *positives = evaluate(batched_data)
+            nan_rows = int(torch.isnan(scores).reshape(len(scores), -1).any(dim=1).sum())
+            if nan_rows:
+                raise NonFiniteError(
+                    f"{model_name}: NaN scores in {nan_rows} of {len(scores)} rows of an evaluation batch (after "
+                    f"epoch {current['epoch']}); its metrics would be wrong: lower learning_rate or check the model"
+                )
+            return (interaction, scores, *positives)
+
+        return evaluate_checked
+
+    trainer._train_epoch = train_epoch_recorded
+    trainer._check_nan = check_loss
+    trainer._full_sort_batch_eval = checked_scores(full_sort_eval)
+    trainer._neg_sample_batch_eval = checked_scores(sampled_eval)
 
 
 def step_decay(config):

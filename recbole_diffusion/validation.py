@@ -39,6 +39,11 @@ def positive_int(key, value):
     return value
 
 
+def history_length(config):
+    """A sequential model's ``MAX_ITEM_LIST_LENGTH`` (RecBole's key), checked to be a positive int."""
+    return positive_int("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"])
+
+
 def int_in(key, value, low, high, meaning=""):
     """``value`` after checking that it is an int in ``low..high``; ``meaning`` explains the bounds."""
     if not (is_int(value) and low <= value <= high):

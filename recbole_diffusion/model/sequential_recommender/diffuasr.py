@@ -211,9 +211,7 @@ class DiffuASR(SequentialRecommender):
         backbone_class = get_model(backbone)
         if getattr(backbone_class, "two_stage", False) or backbone_class.type != cls.type:
             raise ConfigError("backbone", "a sequential recommender (e.g. SASRec)", backbone)
-        split = config["eval_args"]["split"]
-        if not isinstance(split, dict) or "LS" not in split:
-            raise ConfigError("eval_args.split", "a leave-one-out split {LS: ...}", split)
+        diffuasr_augment.check_split(config)
         positive_int("aug_num", config["aug_num"])
         positive_int("aug_epochs", config["aug_epochs"])
         hidden_size = positive_int("hidden_size", config["hidden_size"])

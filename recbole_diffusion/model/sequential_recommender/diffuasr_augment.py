@@ -10,8 +10,17 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed, set_color
 
+from recbole_diffusion.validation import ConfigError
+
 AUG_ITEMS = "aug_item_list"  # interaction field of the M target items of a stage-1 training pair
 SUMMARY_FILE = "diffuasr_augmentation.json"
+
+
+def check_split(config):
+    """Stage 1 trains on the training split of a leave-one-out split (``eval_args.split: {LS: ...}``)."""
+    split = config["eval_args"]["split"]
+    if not isinstance(split, dict) or "LS" not in split:
+        raise ConfigError("eval_args.split", "a leave-one-out split {LS: ...}", split)
 
 
 def prepare_stage_two(model_class, config, dataset, train_data, valid_data, test_data):

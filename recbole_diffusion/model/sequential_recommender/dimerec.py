@@ -51,7 +51,7 @@ from recbole_diffusion.diffusion import (
 from recbole_diffusion.model.layers import StepEmbedding, init_normal_weights
 from recbole_diffusion.model.sampling import ReverseChainSampling
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import int_in, number, one_of, positive_int
+from recbole_diffusion.validation import history_length, int_in, number, one_of, positive_int
 
 GEM_TYPES = ("model", "rule")
 
@@ -65,8 +65,7 @@ class DimeRec(ReverseChainSampling, SequentialRecommender):
         """Check every key the model reads; no data needed."""
         positive_int("hidden_size", config["hidden_size"])
         one_of("gem_type", config["gem_type"], GEM_TYPES)
-        max_seq_length = positive_int("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"])
-        int_in("n_interests", config["n_interests"], 1, max_seq_length, " (MAX_ITEM_LIST_LENGTH)")
+        int_in("n_interests", config["n_interests"], 1, history_length(config), " (MAX_ITEM_LIST_LENGTH)")
         positive_int("n_negatives", config["n_negatives"])
         positive_int("denoiser_hidden_size", config["denoiser_hidden_size"])
         number("initializer_range", config["initializer_range"], 0, low_open=True)
