@@ -17,6 +17,9 @@ layers' ``eval_args`` instead of replacing it, so ``eval_args: {mode: uni100}`` 
 A sequential model trained with ``loss_type: CE`` (SASRec, GRU4Rec, BERT4Rec, ...) gets
 ``train_neg_sample_args: ~`` unless the user sets it: RecBole 1.2.1 defaults to uniform negative sampling and then
 refuses CE, so these baselines did not run with their own defaults.
+
+``metrics``, ``topk`` and ``valid_metric`` are checked (:func:`recbole_diffusion.preflight.check_evaluation_settings`)
+before RecBole's own handling of them, which stops on a bad value with a bare exception.
 """
 
 from pathlib import Path

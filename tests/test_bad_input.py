@@ -192,7 +192,8 @@ def test_checkpoint_names_are_unique_per_process_and_run(tiny_config):
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_metrics(tiny_config, tmp_path, monkeypatch):
-    settings = {**tiny_config, **DREAMREC_SMALL, "epochs": 4, "checkpoint_dir": str(tmp_path / "saved")}
+    settings = {**tiny_config, **DREAMREC_SMALL, "epochs": 4, "learning_rate": 0.0003}  # Hit@10 below 1
+    settings["checkpoint_dir"] = str(tmp_path / "saved")
     uninterrupted = run("DreamRec", "markov", config_dict={**settings, "checkpoint_dir": str(tmp_path / "whole")})
     trainer_class = get_trainer(None, "DreamRec")
     train_epoch = trainer_class._train_epoch
@@ -213,6 +214,12 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_metrics(tiny_config, tm
     assert resumed["test_result"] == uninterrupted["test_result"]
     assert resumed["best_valid_result"] == uninterrupted["best_valid_result"]
     assert not epoch_checkpoint.exists()  # a finished run leaves nothing to resume
+    (whole_best,) = (tmp_path / "whole").glob("*.pth")
+    (resumed_best,) = (tmp_path / "saved").glob("*.pth")
+    whole_weights, resumed_weights = (torch.load(path, weights_only=True) for path in (whole_best, resumed_best))
+    assert whole_weights["epoch"] == resumed_weights["epoch"]
+    for name, weight in whole_weights["state_dict"].items():
+        assert torch.equal(resumed_weights["state_dict"][name], weight), name
 
 
 def test_a_nan_loss_and_nan_scores_stop_with_one_line(tiny_config):

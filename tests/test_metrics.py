@@ -113,8 +113,8 @@ def test_embedding_ild_needs_an_item_embedding(tiny_config, genre_data):
     config = Config(
         model="DreamRec",
         dataset="genres",
-        config_dict=genre_config(tiny_config, genre_data, metrics=["ILD"], diversity_category_field=None,
-                                 ild_item_embedding="missing"),
+        config_dict=genre_config(tiny_config, genre_data, metrics=["ILD"], valid_metric="ILD@10",
+                                 diversity_category_field=None, ild_item_embedding="missing"),
     )
     with pytest.raises(ValueError, match="ild_item_embedding='missing'"):
         DiversityCollector(config).model_collect(torch.nn.Linear(2, 2))
