@@ -27,11 +27,14 @@ def _separator_name(separator):
 
 
 def atomic_files(config):
-    """The interaction files and the user and item feature files RecBole will read for ``config``, as they exist."""
+    """The interaction files and the user and item feature files RecBole will read for ``config``, as they exist (a
+    feature file only when ``load_col`` is ``~`` or names it)."""
     folder, name = Path(config["data_path"]), config["dataset"]
     parts = config["benchmark_filename"]
     inter_files = [folder / f"{name}.{part}.inter" for part in parts] if parts else [folder / f"{name}.inter"]
-    feature_files = [folder / f"{name}.{suffix}" for suffix in FEATURE_SUFFIXES]
+    load_col = config["load_col"]
+    suffixes = [suffix for suffix in FEATURE_SUFFIXES if load_col is None or suffix in load_col]
+    feature_files = [folder / f"{name}.{suffix}" for suffix in suffixes]
     return [path for path in inter_files + feature_files if path.is_file()]
 
 

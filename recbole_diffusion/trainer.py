@@ -1,6 +1,8 @@
 """The trainer of the plugin's models: RecBole's ``Trainer`` plus an optional step decay of the learning rate, the
 embedding-collapse check of :mod:`recbole_diffusion.collapse` after every training epoch, and validation with the
-model's validation sampler (:mod:`recbole_diffusion.model.sampling`) that leaves the training's random stream alone."""
+model's validation sampler (:mod:`recbole_diffusion.model.sampling`) that leaves the training's random stream alone.
+:func:`stop_on_non_finite_values` gives any RecBole trainer (the plugin's runs use it for every model) a stop at the
+first NaN or infinite loss and at NaN scores."""
 
 from contextlib import nullcontext
 
