@@ -12,7 +12,7 @@ import torch
 
 import run_hyper_search
 import run_recbole_diffusion
-from recbole_diffusion import Config, create_dataset, get_trainer, plugin_model_names, run
+from recbole_diffusion import Config, cli, create_dataset, get_trainer, plugin_model_names, run
 from recbole_diffusion.atomic_files import DataFileError
 from recbole_diffusion.preflight import UnknownKeyError, check_config
 from recbole_diffusion.quick_start import checkpoint_file
@@ -239,3 +239,13 @@ def test_the_rows_of_the_bad_files_load_without_their_fault(tiny_config, tmp_pat
     (tmp_path / "good" / "good.inter").write_text("".join(f"{line}\n" for line in [HEADER, *ROWS]))
     settings = {**tiny_config, "data_path": str(tmp_path), "user_inter_num_interval": None}
     assert create_dataset(Config(model="SASRec", dataset="good", config_dict=settings)).inter_num == len(ROWS)
+
+
+def test_an_interruption_is_one_line_and_status_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli.exit_status(interrupted) == cli.INTERRUPTED_STATUS
+    assert capsys.readouterr().err == cli.INTERRUPTED + "\n"
+    with pytest.raises(KeyboardInterrupt):
+        cli.exit_status(interrupted, debug_flag=True)
