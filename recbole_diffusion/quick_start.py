@@ -4,6 +4,7 @@ Mirrors ``recbole.quick_start`` without importing it (that module imports ray at
 setuptools >= 81 and numpy 2). FLOPs are not computed: thop would run the whole reverse diffusion chain.
 """
 
+import gc
 import itertools
 import os
 import socket
@@ -191,10 +192,21 @@ def _train_and_test(config, model_class, train_data, valid_data, test_data, save
         "test_result": test_result,
     }
     if not config["single_spec"]:
-        torch.distributed.destroy_process_group()
+        _end_distributed_run(trainer)
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
+
+
+def _end_distributed_run(trainer):
+    """Wait for every rank, free DDP's reducer, then the process group, while the interpreter is fully alive.
+
+    A gloo group torn down at interpreter exit, with DDP still holding it, can abort the process.
+    """
+    torch.distributed.barrier()
+    del trainer.distributed_model
+    gc.collect()
+    torch.distributed.destroy_process_group()
 
 
 def run_recbole_diffusions(rank, *args):
