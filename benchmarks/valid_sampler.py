@@ -105,7 +105,7 @@ def main(arguments=None):
             trainer._train_epoch(train_data, epoch)
         row = {"epoch": epoch, "train_seconds": time.perf_counter() - start}
         for run in runs:
-            model.valid_inference_steps = run.steps
+            trainer.valid_inference_steps = run.steps
             start = time.perf_counter()
             score, _ = trainer._valid_epoch(valid_data)
             row[f"{run.name} score"], row[f"{run.name} seconds"] = score, time.perf_counter() - start

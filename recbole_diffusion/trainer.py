@@ -1,15 +1,19 @@
 """The trainer of the plugin's models: RecBole's ``Trainer`` plus an optional step decay of the learning rate, the
-embedding-collapse check of :mod:`recbole_diffusion.collapse` after every training epoch, and validation with the
-model's validation sampler (:mod:`recbole_diffusion.model.sampling`) that leaves the training's random stream alone.
+embedding-collapse check of :mod:`recbole_diffusion.collapse` after every training epoch, an evaluation with a given
+number of reverse steps (:mod:`recbole_diffusion.model.sampling`), and validation with ``valid_inference_steps`` that
+leaves the training's random stream alone.
 :func:`stop_on_non_finite_values` gives any RecBole trainer (the plugin's runs use it for every model) a stop at the
 first NaN or infinite loss and at NaN scores."""
 
-from contextlib import nullcontext
+from contextlib import contextmanager
+from functools import partial
 
 import torch
 from recbole.trainer import Trainer
+from recbole.utils import calculate_valid_score
 
 from recbole_diffusion.collapse import CONFIG_KEY, CollapseMonitor
+from recbole_diffusion.model.sampling import ReverseChainSampling, valid_inference_steps
 from recbole_diffusion.validation import InputError, is_positive_int
 
 LR_STEP_SIZE_KEY = "lr_step_size"
@@ -88,8 +92,9 @@ class DiffusionTrainer(Trainer):
     After each training epoch the model's target embedding table (if it declares one) is checked for embedding
     collapse, with the threshold ``collapse_norm_ratio`` (absent from a plain RecBole config: no check).
 
-    Validation scores with the model's ``validation_sampler`` when it has one (``valid_inference_steps``), and inside
-    a fork of torch's random state: the noise a validation draws does not change the training that follows, so a run
+    ``evaluate(..., num_inference_steps=k)`` scores a :class:`ReverseChainSampling` model with ``k`` reverse steps
+    (``None``: its config's ``inference_steps``). Validation passes ``valid_inference_steps`` so, and runs inside a
+    fork of torch's random state: the noise a validation draws does not change the training that follows, so a run
     trains the same model whatever its validation sampler or ``eval_step``.
     """
 
@@ -98,6 +103,7 @@ class DiffusionTrainer(Trainer):
         self.lr_decay = step_decay(config)
         threshold = config[CONFIG_KEY] if CONFIG_KEY in config else None
         self.collapse_monitor = CollapseMonitor(model, threshold)
+        self.valid_inference_steps = valid_inference_steps(config) if isinstance(model, ReverseChainSampling) else None
 
     def epoch_learning_rate(self, epoch_idx):
         """The learning rate of epoch ``epoch_idx`` (from 0) under the step decay."""
@@ -114,8 +120,36 @@ class DiffusionTrainer(Trainer):
         self.collapse_monitor.after_epoch(epoch_idx, train_data._dataset)
         return loss
 
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False, num_inference_steps=None):
+        """RecBole's ``evaluate``; ``num_inference_steps`` is passed to every ``predict`` / ``full_sort_predict`` call
+        of the evaluation (a :class:`ReverseChainSampling` model only; ``None``: its own ``inference_steps``)."""
+        with scoring_steps(self.model, num_inference_steps):
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
     def _valid_epoch(self, valid_data, show_progress=False):
-        sampler = getattr(self.model, "validation_sampler", None)
         cuda_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), sampler() if sampler else nullcontext():
-            return super()._valid_epoch(valid_data, show_progress=show_progress)
+        with torch.random.fork_rng(devices=cuda_devices):
+            result = self.evaluate(
+                valid_data,
+                load_best_model=False,
+                show_progress=show_progress,
+                num_inference_steps=self.valid_inference_steps,
+            )
+        return calculate_valid_score(result, self.valid_metric), result
+
+
+@contextmanager
+def scoring_steps(model, num_inference_steps):
+    """Inside this block the calls ``model.predict(interaction)`` and ``model.full_sort_predict(interaction)`` (as
+    RecBole's evaluation makes them) run with ``num_inference_steps``; ``None`` leaves them as they are."""
+    if num_inference_steps is None:
+        yield
+        return
+    if not isinstance(model, ReverseChainSampling):
+        raise ValueError(f"num_inference_steps: a model with a reverse chain, got {type(model).__name__}")
+    model.predict = partial(type(model).predict, model, num_inference_steps=num_inference_steps)
+    model.full_sort_predict = partial(type(model).full_sort_predict, model, num_inference_steps=num_inference_steps)
+    try:
+        yield
+    finally:
+        del model.predict, model.full_sort_predict

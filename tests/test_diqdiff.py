@@ -32,8 +32,8 @@ def test_quantize_picks_one_code_and_evaluation_ignores_the_rest_of_the_batch(ti
     model.eval()
     batch = next(iter(test_data))[0]
     item_seq, item_seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
-    _, whole = model.forward(item_seq, item_seq_len)
-    _, part = model.forward(item_seq[:5], item_seq_len[:5])
+    whole = model.forward(item_seq, item_seq_len).hidden
+    part = model.forward(item_seq[:5], item_seq_len[:5]).hidden
     assert torch.equal(whole[:5], part)
 
 
@@ -72,7 +72,6 @@ def test_ddim_inference_steps(tiny_config):
     assert denoiser_calls == 3  # one denoiser call per DDIM step (no classifier-free guidance)
 
 
-
 def test_denoiser_is_diffurecs_transformer_with_the_chosen_mask(tiny_config):
     from recbole_diffusion.model.layers import DiffuRecTransformer
 
@@ -87,6 +86,7 @@ def test_denoiser_is_diffurecs_transformer_with_the_chosen_mask(tiny_config):
         torch.manual_seed(0)
         losses[attention_mask] = model.calculate_loss(batch).item()
     assert abs(losses["keys"] - losses["queries"]) > 1e-3
+
 
 @pytest.mark.parametrize(
     "key, value, message",

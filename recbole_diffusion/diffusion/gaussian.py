@@ -107,6 +107,11 @@ class GaussianDiffusion(nn.Module):
         """``values[t]`` shaped to broadcast against ``like``."""
         return _per_sample(values[torch.as_tensor(t, device=values.device)], like)
 
+    def rescaled_timesteps(self, t):
+        """The steps ``t`` on a 1000-step scale, ``t * 1000 / T`` (improved-diffusion's ``rescale_timesteps``, as
+        DiffuRec and DiQDiff feed them to their step embeddings)."""
+        return t.float() * (1000.0 / self.num_steps)
+
     def sample_timesteps(self, batch_size, device, generator=None):
         """Uniformly random timesteps in ``[0, T)``, shape ``[batch_size]``."""
         return torch.randint(0, self.num_steps, (batch_size,), device=device, generator=generator)

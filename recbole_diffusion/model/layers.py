@@ -2,6 +2,7 @@
 step embeddings and the item table of the models that denoise item embeddings."""
 
 import math
+from typing import NamedTuple
 
 import torch
 from recbole.model.layers import TransformerEncoder
@@ -100,6 +101,21 @@ class SequenceEncoder(nn.Module):
         return self.transformer(hidden, self.attention_mask(item_seq), output_all_encoded_layers=False)[-1]
 
 
+class HistoryCondition(NamedTuple):
+    """A history as the condition of a Transformer denoiser: ``hidden`` ``[batch, length, hidden]``, ``padding``
+    ``[batch, length]`` (True at padded positions) and ``last_position`` ``[batch]``, where the output is read."""
+
+    hidden: torch.Tensor
+    padding: torch.Tensor
+    last_position: torch.Tensor
+
+    def repeat(self, times):
+        """The batch repeated ``times`` times (copy ``k`` of row ``i`` is row ``k * batch + i``)."""
+        return HistoryCondition(
+            self.hidden.repeat(times, 1, 1), self.padding.repeat(times, 1), self.last_position.repeat(times)
+        )
+
+
 ATTENTION_MASKS = ("keys", "queries")
 HIDDEN_ACTS = ("gelu", "relu")
 QUERY_MASK_VALUE = -1e9  # Score of every key for a padded query (official masked_fill value): uniform attention.
@@ -135,8 +151,14 @@ class DiffuRecTransformer(nn.Module):
         self.attention_mask = attention_mask
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(
-                hidden_size, n_heads, inner_size, dropout_prob, hidden_act, layer_norm_eps,
-                batch_first=True, norm_first=True,
+                hidden_size,
+                n_heads,
+                inner_size,
+                dropout_prob,
+                hidden_act,
+                layer_norm_eps,
+                batch_first=True,
+                norm_first=True,
             )
             for _ in range(n_layers)
         )

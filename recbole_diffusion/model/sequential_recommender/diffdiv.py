@@ -50,7 +50,7 @@ from recbole_diffusion.model.layers import (
     init_item_embedding,
     init_normal_weights,
 )
-from recbole_diffusion.model.sampling import ReverseChainSampling
+from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import boolean, number, one_of, positive_int
 
@@ -138,9 +138,13 @@ class DiffDiv(ReverseChainSampling, SequentialRecommender):
         init_item_embedding(self.item_embedding, config["item_emb_path"])
 
     def forward(self, item_seq, item_seq_len):
-        """The posterior ``q(z | c)`` of the history: ``(mu, log_var)``, each ``[batch, latent_size]``."""
+        """The history's encoding ``c``: the encoder state at its last item, ``[batch, hidden]``."""
         hidden = self.encoder(item_seq, self.item_embedding(item_seq))
-        mu, log_var = self.guidance_encoder(self.gather_indexes(hidden, item_seq_len - 1)).chunk(2, dim=-1)
+        return self.gather_indexes(hidden, item_seq_len - 1)
+
+    def posterior(self, history):
+        """DAGL's ``q(z | c)`` of the history encoding ``c``: ``(mu, log sigma^2)``, each ``[batch, latent_size]``."""
+        mu, log_var = self.guidance_encoder(history).chunk(2, dim=-1)
         return mu, log_var
 
     def sample_guidance(self, mu, log_var):
@@ -148,10 +152,9 @@ class DiffDiv(ReverseChainSampling, SequentialRecommender):
         z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
         return self.guidance_decoder(z)
 
-    def denoise(self, noisy_embedding, guidance, timesteps):
+    def denoise(self, x_t, timesteps, guidance):
         """Predict the clean target embedding from ``[e_t, g, step embedding]``."""
-        features = torch.cat([noisy_embedding, guidance, self.step_embedding(timesteps)], dim=-1)
-        return self.denoiser(features)
+        return self.denoiser(torch.cat([x_t, guidance, self.step_embedding(timesteps)], dim=-1))
 
     def reconstruction_loss(self, prediction, target):
         """ADBO's accuracy term: the configured robust divergence (``mse``: the Gaussian NLL without constant)."""
@@ -162,41 +165,41 @@ class DiffDiv(ReverseChainSampling, SequentialRecommender):
         return 0.5 * ((target - prediction) ** 2).sum(dim=-1).mean()
 
     def calculate_loss(self, interaction):
-        mu, log_var = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        mu, log_var = self.posterior(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
         guidance = self.sample_guidance(mu, log_var)
         target_embedding = self.item_embedding(interaction[self.POS_ITEM_ID])
         if self.detach_target:
             target_embedding = target_embedding.detach()
         timesteps = self.diffusion.sample_timesteps(target_embedding.size(0), target_embedding.device)
         noisy_embedding = self.diffusion.q_sample(target_embedding, timesteps)
-        reconstruction = self.reconstruction_loss(self.denoise(noisy_embedding, guidance, timesteps), target_embedding)
+        reconstruction = self.reconstruction_loss(self.denoise(noisy_embedding, timesteps, guidance), target_embedding)
         kl = -0.5 * (1 + log_var - mu.pow(2) - log_var.exp()).sum(dim=-1).mean()
         return reconstruction + self.kl_weight * kl
 
     @torch.no_grad()
-    def generate(self, interaction):
+    def generate(self, history, num_inference_steps=None):
         """Heterogeneous inference: one generated embedding per channel, ``[num_channels, batch, hidden]``."""
-        mu, log_var = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        mu, log_var = self.posterior(history)
         # All channels run as one batch: channel l holds rows l * batch .. (l + 1) * batch - 1.
         guidance = self.sample_guidance(mu.repeat(self.num_channels, 1), log_var.repeat(self.num_channels, 1))
         generated = self.diffusion.sample(
-            lambda noisy, t: self.denoise(noisy, guidance, t),
+            lambda x_t, timesteps: self.denoise(x_t, timesteps, guidance),
             guidance.shape,
             guidance.device,
-            num_inference_steps=self.sampler_steps,
+            num_inference_steps=self.sampler_steps(num_inference_steps),
             eta=self.ddim_eta,
         )
-        return generated.view(self.num_channels, mu.size(0), self.hidden_size)
+        return generated.view(self.num_channels, history.size(0), self.hidden_size)
 
-    def channel_scores(self, interaction):
+    def channel_scores(self, interaction, num_inference_steps=None):
         """Each channel's inner-product scores for all items, ``[num_channels, batch, n_items]``."""
-        return self.generate(interaction) @ self.item_embedding.weight.t()
+        history = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self.generate(history, num_inference_steps) @ self.item_embedding.weight.t()
 
-    def predict(self, interaction):
+    def predict(self, interaction, num_inference_steps=None):
+        history = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         item_embedding = self.item_embedding(interaction[self.ITEM_ID])
-        return (self.generate(interaction) * item_embedding).sum(dim=-1).max(dim=0).values
+        return (self.generate(history, num_inference_steps) * item_embedding).sum(dim=-1).max(dim=0).values
 
-    def full_sort_predict(self, interaction):
-        scores = self.channel_scores(interaction).max(dim=0).values
-        scores[:, 0] = -torch.inf
-        return scores
+    def full_sort_predict(self, interaction, num_inference_steps=None):
+        return without_padding_item(self.channel_scores(interaction, num_inference_steps).max(dim=0).values)

@@ -11,13 +11,13 @@ position embeddings ``y``, sinusoidal step embedding ``z_n``) whose output at th
 prediction of ``h_T^0``. Items are recovered by ``softmax(E f + b)`` (the paper's rounding transition, with the
 item embeddings as its weight). Loss: ``MSE(f, h_T^0) + rec_loss_weight * CE(softmax(E f + b), v_T)``.
 Inference, ``inference_mode``: ``seeds`` (the paper's efficient inference) draws ``inference_seeds`` Gaussian
-noises for the target slot, denoises each once at step ``inference_step`` and averages the predictions; ``chain``
-runs the full DDPM reverse chain from noise. Items are ranked by ``E f + b``.
+noises for the target slot, denoises each once at the timestep ``inference_timestep`` and averages the predictions;
+``chain`` runs the full DDPM reverse chain from noise. Items are ranked by ``E f + b``.
 
 Config keys (defaults and comments in ``properties/model/DiffRec2.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
     layer_norm_eps, initializer_range, diffusion_steps, beta_schedule, rec_loss_weight, inference_mode,
-    inference_seeds, inference_step.
+    inference_seeds, inference_timestep.
 
 Differences from the paper: the embedding transition ``q(h^0 | v) = N(E(v), beta_0 I)`` is not sampled separately
 (the target ``x0`` is ``E(v_T)``, as in DiffuRec/DreamRec; step 0 of the forward process adds beta_0 noise); the
@@ -38,7 +38,8 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
-from recbole_diffusion.model.layers import SequenceEncoder, init_normal_weights, sinusoidal_embedding
+from recbole_diffusion.model.layers import HistoryCondition, SequenceEncoder, init_normal_weights, sinusoidal_embedding
+from recbole_diffusion.model.sampling import without_padding_item
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import ConfigError, int_in, number, one_of, positive_int
 
@@ -60,9 +61,9 @@ class DiffRec2(SequentialRecommender):
         one_of("inference_mode", config["inference_mode"], INFERENCE_MODES)
         positive_int("inference_seeds", config["inference_seeds"])
         check_betas_config(config, linear_ends=False)
-        if config["inference_step"] is not None:
-            steps = config["diffusion_steps"]
-            int_in("inference_step", config["inference_step"], 0, steps - 1, " (diffusion_steps - 1; ~ for the last)")
+        timestep = config["inference_timestep"]
+        if timestep is not None:
+            int_in("inference_timestep", timestep, 0, config["diffusion_steps"] - 1, " (diffusion_steps - 1; ~ last)")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -72,11 +73,11 @@ class DiffRec2(SequentialRecommender):
         self.rec_loss_weight = config["rec_loss_weight"]
         self.inference_mode = config["inference_mode"]
         self.inference_seeds = config["inference_seeds"]
-        inference_step = config["inference_step"]
+        inference_timestep = config["inference_timestep"]
         diffusion_steps = config["diffusion_steps"]
 
         self.diffusion = GaussianDiffusion(make_betas(config["beta_schedule"], diffusion_steps), prediction_type="x0")
-        self.inference_step = diffusion_steps - 1 if inference_step is None else inference_step
+        self.inference_timestep = diffusion_steps - 1 if inference_timestep is None else inference_timestep
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.item_bias = nn.Parameter(torch.zeros(self.n_items))
@@ -85,58 +86,57 @@ class DiffRec2(SequentialRecommender):
         # Unit-variance item embeddings, on the scale of the Gaussian noise they are diffused into.
         nn.init.normal_(self.item_embedding.weight, std=1.0)
 
-    def forward(self, item_seq, item_seq_len, noisy_target, timesteps):
-        """Denoiser ``f``: predict the clean target embedding ``h_T^0``, ``[batch, hidden]``.
-
-        The noised target ``h_T^n`` is placed right after the last history item; every position gets the step
-        embedding ``z_n`` (the encoder adds the position embeddings).
-        """
+    def forward(self, item_seq, item_seq_len):
+        """The clean history embeddings ``h_1..h_T-1`` with one more slot, for the target, right after the last item."""
         rows = torch.arange(item_seq.size(0), device=item_seq.device)
-        embeddings = F.pad(self.item_embedding(item_seq), (0, 0, 0, 1))
-        embeddings[rows, item_seq_len] = noisy_target
-        embeddings = embeddings + sinusoidal_embedding(timesteps, self.hidden_size)[:, None, :]
         slots = F.pad(item_seq, (0, 1))
         slots[rows, item_seq_len] = 1  # any id > 0: the target slot is a real (attendable) position
-        hidden = self.encoder(slots, embeddings)
-        return hidden[rows, item_seq_len]
+        return HistoryCondition(F.pad(self.item_embedding(item_seq), (0, 0, 0, 1)), slots == 0, item_seq_len)
+
+    def denoise(self, x_t, timesteps, history):
+        """Denoiser ``f``: predict the clean target embedding ``h_T^0`` from the noised ``h_T^n`` in the target slot;
+        every position gets the step embedding ``z_n`` (the encoder adds the position embeddings)."""
+        rows = torch.arange(x_t.size(0), device=x_t.device)
+        embeddings = history.hidden.clone()
+        embeddings[rows, history.last_position] = x_t
+        embeddings = embeddings + sinusoidal_embedding(timesteps, self.hidden_size)[:, None, :]
+        hidden = self.encoder((~history.padding).long(), embeddings)
+        return hidden[rows, history.last_position]
 
     def item_logits(self, target_embedding):
         """Rounding transition ``p(v | h^0) = softmax(E h^0 + b)``: logits over all items."""
         return target_embedding @ self.item_embedding.weight.t() + self.item_bias
 
     def calculate_loss(self, interaction):
-        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         target_item = interaction[self.POS_ITEM_ID]
         target_embedding = self.item_embedding(target_item)
         timesteps = self.diffusion.sample_timesteps(target_embedding.size(0), target_embedding.device)
         noisy_target = self.diffusion.q_sample(target_embedding, timesteps)
-        predicted = self.forward(item_seq, item_seq_len, noisy_target, timesteps)
+        history = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        predicted = self.denoise(noisy_target, timesteps, history)
         rec_loss = F.cross_entropy(self.item_logits(predicted), target_item)
         return F.mse_loss(predicted, target_embedding) + self.rec_loss_weight * rec_loss
 
     @torch.no_grad()
-    def generate(self, item_seq, item_seq_len):
+    def generate(self, history):
         """The predicted target embedding ``h_T^0`` for each history, by ``inference_mode``."""
-        batch_size, device = item_seq.size(0), item_seq.device
+        batch_size, device = history.hidden.size(0), history.hidden.device
         if self.inference_mode == "chain":
             return self.diffusion.sample(
-                lambda noisy_target, timesteps: self.forward(item_seq, item_seq_len, noisy_target, timesteps),
-                (batch_size, self.hidden_size),
-                device,
+                lambda x_t, timesteps: self.denoise(x_t, timesteps, history), (batch_size, self.hidden_size), device
             )
         # Efficient inference: one denoising step from each of `inference_seeds` noises, averaged (one batched call).
         seeds = self.inference_seeds
         noise = torch.randn(seeds * batch_size, self.hidden_size, device=device)
-        timesteps = torch.full((seeds * batch_size,), self.inference_step, dtype=torch.long, device=device)
-        predicted = self.forward(item_seq.repeat(seeds, 1), item_seq_len.repeat(seeds), noise, timesteps)
+        timesteps = torch.full((seeds * batch_size,), self.inference_timestep, dtype=torch.long, device=device)
+        predicted = self.denoise(noise, timesteps, history.repeat(seeds))
         return predicted.view(seeds, batch_size, self.hidden_size).mean(dim=0)
 
     def predict(self, interaction):
-        predicted = self.generate(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        predicted = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
         item = interaction[self.ITEM_ID]
         return (predicted * self.item_embedding(item)).sum(dim=-1) + self.item_bias[item]
 
     def full_sort_predict(self, interaction):
-        scores = self.item_logits(self.generate(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
-        scores[:, 0] = -torch.inf  # the padding item is never recommended
-        return scores
+        history = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return without_padding_item(self.item_logits(self.generate(history)))

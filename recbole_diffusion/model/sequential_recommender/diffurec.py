@@ -36,8 +36,8 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
-from recbole_diffusion.model.layers import DiffuRecTransformer, sinusoidal_embedding
-from recbole_diffusion.model.sampling import ReverseChainSampling
+from recbole_diffusion.model.layers import DiffuRecTransformer, HistoryCondition, sinusoidal_embedding
+from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import ConfigError, number, probability
 
@@ -86,49 +86,44 @@ class DiffuRec(ReverseChainSampling, SequentialRecommender):
         betas = make_betas(beta_schedule, diffusion_steps, **(scaled_ends if beta_schedule == "linear" else {}))
         self.diffusion = GaussianDiffusion(betas, prediction_type="x0", variance_type="fixed_large")
         self.init_sampling(config)
-        self.step_scale = 1000.0 / diffusion_steps
 
-    def approximate(self, history, padding, item_seq_len, noisy_target, timesteps):
-        """The approximator: predict ``e_0`` from the embedded history and the noised target ``x_t`` at step t."""
-        step = self.step_mlp(sinusoidal_embedding(timesteps * self.step_scale, self.hidden_size))
-        lambdas = self.lambda_uncertainty * (1.0 + torch.randn_like(history))  # lambda_i ~ N(delta, delta)
-        hidden = self.transformer(history + lambdas * (noisy_target + step).unsqueeze(1), padding)
-        return self.gather_indexes(hidden, item_seq_len - 1)
-
-    def embed_history(self, item_seq):
-        return self.layer_norm(self.emb_dropout(self.item_embedding(item_seq)))
-
-    @torch.no_grad()
     def forward(self, item_seq, item_seq_len):
-        """Reverse the chain from ``N(0, I)`` to the predicted target embedding ``x_0``, ``[batch, hidden]``."""
-        history, padding = self.embed_history(item_seq), item_seq == 0
+        """The embedded history (dropout, LayerNorm), its padding and the position of its last item."""
+        history = self.layer_norm(self.emb_dropout(self.item_embedding(item_seq)))
+        return HistoryCondition(history, item_seq == 0, item_seq_len - 1)
 
-        def denoise(noisy_target, timesteps):
-            return self.approximate(history, padding, item_seq_len, noisy_target, timesteps)
-
-        return self.diffusion.sample(
-            denoise,
-            (item_seq.size(0), self.hidden_size),
-            item_seq.device,
-            num_inference_steps=self.sampler_steps,
-            eta=self.ddim_eta,
-        )
+    def denoise(self, x_t, timesteps, history):
+        """The approximator: predict ``e_0`` from the history and the noised target ``x_t`` at step t."""
+        step = self.step_mlp(sinusoidal_embedding(self.diffusion.rescaled_timesteps(timesteps), self.hidden_size))
+        lambdas = self.lambda_uncertainty * (1.0 + torch.randn_like(history.hidden))  # lambda_i ~ N(delta, delta)
+        hidden = self.transformer(history.hidden + lambdas * (x_t + step).unsqueeze(1), history.padding)
+        return self.gather_indexes(hidden, history.last_position)
 
     def calculate_loss(self, interaction):
-        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
         target_embedding = self.item_embedding(target)
         timesteps = self.diffusion.sample_timesteps(target.size(0), target.device)
         noisy_target = self.diffusion.q_sample(target_embedding, timesteps)
-        predicted = self.approximate(self.embed_history(item_seq), item_seq == 0, item_seq_len, noisy_target, timesteps)
+        history = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        predicted = self.denoise(noisy_target, timesteps, history)
         return F.cross_entropy(predicted @ self.item_embedding.weight.t(), target)
 
-    def predict(self, interaction):
-        predicted = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+    @torch.no_grad()
+    def generate(self, history, num_inference_steps=None):
+        """Reverse the chain from ``N(0, I)`` to the predicted target embedding ``x_0``, ``[batch, hidden]``."""
+        return self.diffusion.sample(
+            lambda x_t, timesteps: self.denoise(x_t, timesteps, history),
+            (history.hidden.size(0), self.hidden_size),
+            history.hidden.device,
+            num_inference_steps=self.sampler_steps(num_inference_steps),
+            eta=self.ddim_eta,
+        )
+
+    def predict(self, interaction, num_inference_steps=None):
+        history = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        predicted = self.generate(history, num_inference_steps)
         return (predicted * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
 
-    def full_sort_predict(self, interaction):
-        predicted = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        scores = predicted @ self.item_embedding.weight.t()
-        scores[:, 0] = -torch.inf  # the padding item
-        return scores
+    def full_sort_predict(self, interaction, num_inference_steps=None):
+        history = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return without_padding_item(self.generate(history, num_inference_steps) @ self.item_embedding.weight.t())

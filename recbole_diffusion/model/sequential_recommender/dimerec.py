@@ -49,7 +49,7 @@ from recbole_diffusion.diffusion import (
     spherical_sample,
 )
 from recbole_diffusion.model.layers import StepEmbedding, init_normal_weights
-from recbole_diffusion.model.sampling import ReverseChainSampling
+from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import history_length, int_in, number, one_of, positive_int
 
@@ -135,7 +135,7 @@ class DimeRec(ReverseChainSampling, SequentialRecommender):
         scores = scores.masked_fill((item_seq == 0)[:, :, None], float("-inf"))
         return torch.softmax(scores, dim=1).transpose(1, 2) @ items
 
-    def denoise(self, x_t, guidance, timesteps):
+    def denoise(self, x_t, timesteps, guidance):
         """DAM's denoiser: the clean embedding (on the sphere) from ``[x_t, flattened g_u, step embedding]``."""
         features = torch.cat([x_t, guidance.flatten(1), self.step_embedding(timesteps)], dim=-1)
         return F.normalize(self.denoiser(features), dim=-1)
@@ -161,30 +161,28 @@ class DimeRec(ReverseChainSampling, SequentialRecommender):
 
         timesteps = self.diffusion.sample_timesteps(len(target), target.device)
         x_t = geodesic_q_sample(self.diffusion, x0, timesteps, noise_scale=self.noise_scale)
-        denoised = self.denoise(x_t, guidance, timesteps)
+        denoised = self.denoise(x_t, timesteps, guidance)
         recon_loss = (denoised - x0).pow(2).sum(dim=-1).mean()
         ssm_loss = self.sampled_softmax(denoised, target, negatives)
         return gem_loss + self.recon_weight * recon_loss + self.ssm_weight * ssm_loss
 
     @torch.no_grad()
-    def generate(self, guidance):
-        """The reverse chain on the sphere (DDPM, or DDIM with ``inference_steps``) guided by the GEM output."""
+    def generate(self, guidance, num_inference_steps=None):
+        """The reverse chain on the sphere guided by the GEM output."""
         return spherical_sample(
             self.diffusion,
-            lambda x_t, timesteps: self.denoise(x_t, guidance, timesteps),
+            lambda x_t, timesteps: self.denoise(x_t, timesteps, guidance),
             (guidance.size(0), self.hidden_size),
             guidance.device,
-            num_inference_steps=self.sampler_steps,
+            num_inference_steps=self.sampler_steps(num_inference_steps),
             eta=self.ddim_eta,
             noise_scale=self.noise_scale,
         )
 
-    def predict(self, interaction):
-        generated = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
-        return (generated * self.item_vectors(interaction[self.ITEM_ID])).sum(dim=-1)
+    def predict(self, interaction, num_inference_steps=None):
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (self.generate(guidance, num_inference_steps) * self.item_vectors(interaction[self.ITEM_ID])).sum(-1)
 
-    def full_sort_predict(self, interaction):
-        generated = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
-        scores = generated @ self.item_vectors().t()
-        scores[:, 0] = float("-inf")  # the padding item is never recommended
-        return scores
+    def full_sort_predict(self, interaction, num_inference_steps=None):
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return without_padding_item(self.generate(guidance, num_inference_steps) @ self.item_vectors().t())

@@ -45,8 +45,8 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
-from recbole_diffusion.model.layers import DiffuRecTransformer, StepEmbedding
-from recbole_diffusion.model.sampling import ReverseChainSampling
+from recbole_diffusion.model.layers import DiffuRecTransformer, HistoryCondition, StepEmbedding
+from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import number, positive_int, probability
 
@@ -124,17 +124,19 @@ class DiQDiff(ReverseChainSampling, SequentialRecommender):
         return codebook
 
     def forward(self, item_seq, item_seq_len):
-        """Right-aligned histories and their guidance ``s~ = lambda_history s + lambda_code s_q``, ``[batch, L, d]``."""
+        """The guidance ``s~ = lambda_history s + lambda_code s_q`` of the right-aligned histories, ``[batch, L, d]``,
+        read at the last position."""
         item_seq = align_right(item_seq, item_seq_len)
         history = self.emb_layer_norm(self.emb_dropout(self.item_embedding(item_seq)))
         guidance = self.lambda_history * history + self.lambda_code * self.quantize(history)
-        return item_seq, guidance
+        last_position = torch.full_like(item_seq_len, item_seq.size(1) - 1)
+        return HistoryCondition(guidance, item_seq == 0, last_position)
 
-    def denoise(self, item_seq, guidance, noisy_item, timesteps):
+    def denoise(self, x_t, timesteps, guidance):
         """Predict the clean target embedding from the guidance and the noisy target ``e_t``."""
-        step = self.step_embedding(timesteps.float() * (1000.0 / self.diffusion.num_steps))
-        hidden = self.transformer(guidance + NOISY_ITEM_WEIGHT * (noisy_item + step)[:, None, :], item_seq == 0)
-        return hidden[:, -1]
+        step = self.step_embedding(self.diffusion.rescaled_timesteps(timesteps))
+        hidden = self.transformer(guidance.hidden + NOISY_ITEM_WEIGHT * (x_t + step)[:, None, :], guidance.padding)
+        return self.gather_indexes(hidden, guidance.last_position)
 
     def discrepancy_loss(self, generated):
         """CDM: InfoNCE over cosine similarities of the generated items, each its own positive."""
@@ -143,32 +145,31 @@ class DiQDiff(ReverseChainSampling, SequentialRecommender):
         return F.cross_entropy(logits, torch.arange(len(generated), device=generated.device))
 
     def calculate_loss(self, interaction):
-        item_seq, guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         target = interaction[self.POS_ITEM_ID]
         target_embedding = self.item_embedding(target)
         timesteps = self.diffusion.sample_timesteps(target.size(0), target.device)
         noisy_item = self.diffusion.q_sample(target_embedding, timesteps)
-        generated = self.denoise(item_seq, guidance, noisy_item, timesteps)
+        generated = self.denoise(noisy_item, timesteps, guidance)
         recommendation_loss = F.cross_entropy(generated @ self.item_embedding.weight.t(), target)
         return recommendation_loss + self.lambda_contrast * self.discrepancy_loss(generated)
 
     @torch.no_grad()
-    def generate(self, item_seq, guidance):
-        """Run the reverse chain (DDPM, or DDIM with ``inference_steps``) guided by ``s~``."""
+    def generate(self, guidance, num_inference_steps=None):
+        """Run the reverse chain guided by ``s~`` to the generated item embedding."""
         return self.diffusion.sample(
-            lambda noisy_item, timesteps: self.denoise(item_seq, guidance, noisy_item, timesteps),
-            (item_seq.size(0), self.hidden_size),
-            item_seq.device,
-            num_inference_steps=self.sampler_steps,
+            lambda x_t, timesteps: self.denoise(x_t, timesteps, guidance),
+            (guidance.hidden.size(0), self.hidden_size),
+            guidance.hidden.device,
+            num_inference_steps=self.sampler_steps(num_inference_steps),
             eta=self.ddim_eta,
         )
 
-    def predict(self, interaction):
-        generated = self.generate(*self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+    def predict(self, interaction, num_inference_steps=None):
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        generated = self.generate(guidance, num_inference_steps)
         return (generated * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
 
-    def full_sort_predict(self, interaction):
-        generated = self.generate(*self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
-        scores = generated @ self.item_embedding.weight.t()
-        scores[:, 0] = -torch.inf  # the padding item
-        return scores
+    def full_sort_predict(self, interaction, num_inference_steps=None):
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return without_padding_item(self.generate(guidance, num_inference_steps) @ self.item_embedding.weight.t())

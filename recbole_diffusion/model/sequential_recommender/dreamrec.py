@@ -49,7 +49,7 @@ from recbole_diffusion.model.layers import (
     init_item_embedding,
     init_normal_weights,
 )
-from recbole_diffusion.model.sampling import ReverseChainSampling
+from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import boolean, number, one_of, probability
 
@@ -109,10 +109,9 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
         hidden = self.encoder(item_seq, self.item_embedding(item_seq))
         return self.gather_indexes(hidden, item_seq_len - 1)
 
-    def denoise(self, noisy_embedding, guidance, timesteps):
+    def denoise(self, x_t, timesteps, guidance):
         """Predict the clean target embedding from ``[e_t, c, step embedding]``."""
-        features = torch.cat([noisy_embedding, guidance, self.step_embedding(timesteps)], dim=-1)
-        return self.denoiser(features)
+        return self.denoiser(torch.cat([x_t, guidance, self.step_embedding(timesteps)], dim=-1))
 
     def calculate_loss(self, interaction):
         guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
@@ -122,32 +121,30 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
             target_embedding = target_embedding.detach()
         timesteps = self.diffusion.sample_timesteps(target_embedding.size(0), target_embedding.device)
         noisy_embedding = self.diffusion.q_sample(target_embedding, timesteps)
-        return F.mse_loss(self.denoise(noisy_embedding, guidance, timesteps), target_embedding)
+        return F.mse_loss(self.denoise(noisy_embedding, timesteps, guidance), target_embedding)
 
     @torch.no_grad()
-    def generate(self, guidance):
-        """Run the guided reverse chain (DDPM, or DDIM with ``inference_steps``) to the oracle item embedding."""
+    def generate(self, guidance, num_inference_steps=None):
+        """Run the guided reverse chain to the oracle item embedding."""
         null_guidance = self.null_guidance.expand_as(guidance)
 
-        def guided_denoiser(noisy_embedding, timesteps):
-            conditional = self.denoise(noisy_embedding, guidance, timesteps)
-            unconditional = self.denoise(noisy_embedding, null_guidance, timesteps)
-            return guided_output(conditional, unconditional, self.guidance_weight)
+        def guided_denoiser(x_t, timesteps):
+            conditional = self.denoise(x_t, timesteps, guidance)
+            return guided_output(conditional, self.denoise(x_t, timesteps, null_guidance), self.guidance_weight)
 
         return self.diffusion.sample(
             guided_denoiser,
             guidance.shape,
             guidance.device,
-            num_inference_steps=self.sampler_steps,
+            num_inference_steps=self.sampler_steps(num_inference_steps),
             eta=self.ddim_eta,
         )
 
-    def predict(self, interaction):
-        oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+    def predict(self, interaction, num_inference_steps=None):
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        oracle = self.generate(guidance, num_inference_steps)
         return (oracle * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
 
-    def full_sort_predict(self, interaction):
-        oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
-        scores = oracle @ self.item_embedding.weight.t()
-        scores[:, 0] = -torch.inf  # the padding item
-        return scores
+    def full_sort_predict(self, interaction, num_inference_steps=None):
+        guidance = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return without_padding_item(self.generate(guidance, num_inference_steps) @ self.item_embedding.weight.t())
