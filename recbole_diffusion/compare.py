@@ -72,6 +72,7 @@ from recbole_diffusion.data import create_dataset, data_preparation
 from recbole_diffusion.preflight import check_config, check_dataset
 from recbole_diffusion.quick_start import _count_parameters
 from recbole_diffusion.trainer import stop_on_non_finite_values
+from recbole_diffusion.two_stage import is_two_stage
 from recbole_diffusion.utils import get_model, get_trainer, init_run_logger, is_plugin_model
 from recbole_diffusion.validation import InputError, is_positive_int
 
@@ -279,7 +280,7 @@ def _checked_models(models):
     if repeated:
         raise CompareInputError(f"models: each model may appear once, repeated: {', '.join(repeated)}")
     for name in models:
-        if getattr(get_model(name), "two_stage", False):
+        if is_two_stage(get_model(name)):
             raise CompareInputError(
                 f"models: {name} is a two-stage model, which compare does not support; run it alone"
             )

@@ -39,6 +39,7 @@ from recbole_diffusion import resources
 from recbole_diffusion.config import Config
 from recbole_diffusion.preflight import check_config, check_values
 from recbole_diffusion.quick_start import run_recbole_diffusion
+from recbole_diffusion.two_stage import is_two_stage
 from recbole_diffusion.utils import get_model
 from recbole_diffusion.validation import InputError, is_positive_int
 
@@ -251,7 +252,7 @@ def check_space_values(space, config):
 def _check_two_stage(config):
     """A two-stage model (DiffuASR) with ``augmented_data_path`` would reuse the first trial's augmented data."""
     augmented_data_path = config["augmented_data_path"]
-    if getattr(get_model(config["model"]), "two_stage", False) and augmented_data_path is not None:
+    if is_two_stage(get_model(config["model"])) and augmented_data_path is not None:
         raise HyperSearchError(
             f"augmented_data_path: {config['model']} reuses the augmented data found there, so every trial would "
             "train on the first trial's data; leave it unset (each trial augments anew under checkpoint_dir), or "

@@ -28,6 +28,7 @@ from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
 from recbole_diffusion.preflight import check_config, check_dataset
 from recbole_diffusion.trainer import stop_on_non_finite_values
+from recbole_diffusion.two_stage import is_two_stage
 from recbole_diffusion.utils import get_model, get_trainer, init_run_logger
 from recbole_diffusion.validation import ConfigError
 
@@ -99,7 +100,8 @@ def run_recbole_diffusion(
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``; for a
-        two-stage model (class attribute ``two_stage = True``, e.g. DiffuASR) also the summary of stage 1.
+        two-stage model (a :class:`recbole_diffusion.two_stage.TwoStageModel`, e.g. DiffuASR) also the summary of
+        stage 1.
 
     A two-stage model is not trained as a recommender: its ``prepare_stage_two(config, dataset, train_data,
     valid_data, test_data)`` works on the split data (e.g. writes augmented atomic files) and returns the ``model``
@@ -109,7 +111,7 @@ def run_recbole_diffusion(
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     check_config(config)
     model_class = get_model(config["model"])
-    if resume is not None and (getattr(model_class, "two_stage", False) or not config["single_spec"]):
+    if resume is not None and (is_two_stage(model_class) or not config["single_spec"]):
         raise ConfigError("resume", "a single-process run of a one-stage model", resume)
     init_seed(config["seed"], config["reproducibility"])
     init_run_logger(config)
@@ -121,7 +123,7 @@ def run_recbole_diffusion(
     check_dataset(config, dataset)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    if not getattr(model_class, "two_stage", False):
+    if not is_two_stage(model_class):
         return _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue, resume)
 
     # A two-stage model (DiffuASR) prepares data on the training split, then another model trains on it.

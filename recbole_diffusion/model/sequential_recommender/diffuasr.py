@@ -16,9 +16,10 @@ rounded to the real item of highest cosine similarity, and the M items are prepe
 Stage 2 trains and evaluates the backbone on the augmented data through the usual quick start.
 
 This class is the stage-1 network (``calculate_loss`` is the denoising loss, ``full_sort_predict`` the cosine
-rounding scores of the pseudo item right before the history); ``two_stage = True`` tells the quick start to run
-:meth:`DiffuASR.prepare_stage_two` instead of training it as a recommender. The data plumbing of both stages
-(training-split sequences, stage-1 loop, generation, atomic files) is in ``diffuasr_augment.py``.
+rounding scores of the pseudo item right before the history); as a :class:`recbole_diffusion.two_stage.TwoStageModel`
+it tells the quick start to run :meth:`DiffuASR.prepare_stage_two` instead of training it as a recommender. The data
+plumbing of both stages (training-split sequences, stage-1 loop, generation, atomic files) is in
+``diffuasr_augment.py``.
 
 Config keys (defaults and comments in ``properties/model/DiffuASR.yaml``):
     backbone, aug_num, augmented_data_path, hidden_size, unet_channels, unet_channel_mult, unet_res_blocks,
@@ -70,6 +71,7 @@ from recbole_diffusion.diffusion.gaussian import check_inference_steps
 from recbole_diffusion.model.layers import sinusoidal_embedding
 from recbole_diffusion.model.sequential_recommender import diffuasr_augment
 from recbole_diffusion.model.sequential_recommender.diffuasr_augment import AUG_ITEMS
+from recbole_diffusion.two_stage import TwoStageModel, is_two_stage
 from recbole_diffusion.utils import get_model, register_model
 from recbole_diffusion.validation import ConfigError, is_positive_int, number, one_of, positive_int, probability
 
@@ -200,16 +202,15 @@ class SequentialUNet(nn.Module):
 
 
 @register_model
-class DiffuASR(SequentialRecommender):
+class DiffuASR(TwoStageModel, SequentialRecommender):
     input_type = InputType.POINTWISE
-    two_stage = True  # the quick start runs prepare_stage_two, then trains the returned backbone
 
     @classmethod
     def check_config(cls, config):
         """Check every key the model reads, the backbone and the split; no data needed."""
         backbone = config["backbone"]
         backbone_class = get_model(backbone)
-        if getattr(backbone_class, "two_stage", False) or backbone_class.type != cls.type:
+        if is_two_stage(backbone_class) or backbone_class.type != cls.type:
             raise ConfigError("backbone", "a sequential recommender (e.g. SASRec)", backbone)
         diffuasr_augment.check_split(config)
         positive_int("aug_num", config["aug_num"])
