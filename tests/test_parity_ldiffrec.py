@@ -16,7 +16,7 @@ import torch
 from benchmarks.parity import harness, run_parity
 from benchmarks.parity.adapters import ldiffrec
 from recbole_diffusion import get_model
-from recbole_diffusion.model.pretrain import cluster_items
+from recbole_diffusion.pretrain import cluster_items
 
 OFFICIAL_DIR = os.environ.get("PARITY_OFFICIAL_LDIFFREC")
 HPARAMS = {**ldiffrec.DEFAULTS, "in_dims": [20], "dims": [16], "steps": 5, "epochs": 1, "batch_size": 64}

@@ -1,7 +1,14 @@
-"""Shared diffusion core: noise schedules, the Gaussian diffusion process and its spherical (geodesic) variant."""
+"""Shared diffusion core: noise schedules, the Gaussian diffusion process and its spherical (geodesic) variant, and
+the builder of a model's diffusion from its config."""
 
+from recbole_diffusion.diffusion.from_config import (
+    betas_from_config,
+    check_betas_config,
+    diffusion_from_config,
+    diffusion_steps,
+)
 from recbole_diffusion.diffusion.gaussian import PREDICTION_TYPES, GaussianDiffusion, drop_condition, guided_output
-from recbole_diffusion.diffusion.schedules import SCHEDULES, betas_from_config, check_betas_config, make_betas
+from recbole_diffusion.diffusion.schedules import SCHEDULES, make_betas
 from recbole_diffusion.diffusion.spherical import (
     exp_map,
     geodesic_distance,
@@ -20,6 +27,8 @@ __all__ = [
     "SCHEDULES",
     "betas_from_config",
     "check_betas_config",
+    "diffusion_from_config",
+    "diffusion_steps",
     "drop_condition",
     "exp_map",
     "geodesic_distance",

@@ -103,7 +103,7 @@ class GaussianDiffusion(nn.Module):
         for name, value in schedule.items():
             self.register_buffer(name, value.float(), persistent=False)
 
-    def _at(self, values, t, like):
+    def at_step(self, values, t, like):
         """``values[t]`` shaped to broadcast against ``like``."""
         return _per_sample(values[torch.as_tensor(t, device=values.device)], like)
 
@@ -120,26 +120,26 @@ class GaussianDiffusion(nn.Module):
         """Draw ``x_t ~ q(x_t | x_0) = N(sqrt(ab_t) x0, (1 - ab_t) I)``."""
         if noise is None:
             noise = torch.randn_like(x0)
-        signal = self._at(self.sqrt_alphas_cumprod, t, x0) * x0
-        return signal + self._at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        signal = self.at_step(self.sqrt_alphas_cumprod, t, x0) * x0
+        return signal + self.at_step(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
 
     def q_posterior(self, x0, x_t, t):
         """Mean, variance and clipped log-variance of ``q(x_{t-1} | x_t, x_0)``."""
-        mean = self._at(self.posterior_mean_coef1, t, x_t) * x0
-        mean = mean + self._at(self.posterior_mean_coef2, t, x_t) * x_t
-        variance = self._at(self.posterior_variance, t, x_t)
-        log_variance = self._at(self.posterior_log_variance_clipped, t, x_t)
+        mean = self.at_step(self.posterior_mean_coef1, t, x_t) * x0
+        mean = mean + self.at_step(self.posterior_mean_coef2, t, x_t) * x_t
+        variance = self.at_step(self.posterior_variance, t, x_t)
+        log_variance = self.at_step(self.posterior_log_variance_clipped, t, x_t)
         return mean, variance, log_variance
 
     def x0_from_eps(self, x_t, t, eps):
         """Invert ``q_sample``: the ``x0`` for which ``x_t`` was produced with noise ``eps``."""
-        scaled_x_t = self._at(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-        return scaled_x_t - self._at(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        scaled_x_t = self.at_step(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+        return scaled_x_t - self.at_step(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
 
     def eps_from_x0(self, x_t, t, x0):
         """The noise that turns ``x0`` into ``x_t`` at step ``t``."""
-        scaled_x_t = self._at(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-        return (scaled_x_t - x0) / self._at(self.sqrt_recipm1_alphas_cumprod, t, x_t)
+        scaled_x_t = self.at_step(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+        return (scaled_x_t - x0) / self.at_step(self.sqrt_recipm1_alphas_cumprod, t, x_t)
 
     def to_x0(self, model_output, x_t, t):
         """The denoiser's prediction of ``x0``, whatever ``prediction_type`` it outputs."""
@@ -155,8 +155,8 @@ class GaussianDiffusion(nn.Module):
         """
         x0_pred = self.to_x0(model_output, x_t, t)
         mean, _, _ = self.q_posterior(x0_pred, x_t, t)
-        variance = self._at(self.model_variance, t, x_t)
-        log_variance = self._at(self.model_log_variance, t, x_t)
+        variance = self.at_step(self.model_variance, t, x_t)
+        log_variance = self.at_step(self.model_log_variance, t, x_t)
         return mean, variance, log_variance, x0_pred
 
     def ddpm_step(self, model_output, x_t, t, noise=None, generator=None):
@@ -176,10 +176,10 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"eta must be >= 0, got {eta}")
         x0_pred = self.to_x0(model_output, x_t, t)
         eps = model_output if self.prediction_type == "eps" else self.eps_from_x0(x_t, t, x0_pred)
-        alpha_bar = self._at(self.alphas_cumprod, t, x_t)
+        alpha_bar = self.at_step(self.alphas_cumprod, t, x_t)
         # Prepend alpha_bar = 1 so that t_prev = -1 (index 0) means "fully denoised".
         alphas_cumprod_with_start = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod])
-        alpha_bar_prev = self._at(alphas_cumprod_with_start, torch.as_tensor(t_prev) + 1, x_t)
+        alpha_bar_prev = self.at_step(alphas_cumprod_with_start, torch.as_tensor(t_prev) + 1, x_t)
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev))
         x_prev = alpha_bar_prev.sqrt() * x0_pred + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0:
@@ -209,6 +209,22 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"num_inference_steps must be in 1..{top + 1}, got {num_inference_steps}")
         return torch.linspace(top, 0, num_inference_steps, dtype=torch.float64).round().long().tolist()
 
+    def reverse_step(self, model_output, x_t, t, t_prev=None, eta=0.0, generator=None):
+        """One step of the reverse chain: DDPM's ancestral step when ``t_prev`` is None, else DDIM's to ``t_prev``."""
+        if t_prev is None:
+            return self.ddpm_step(model_output, x_t, t, generator=generator)
+        return self.ddim_step(model_output, x_t, t, t_prev, eta=eta, generator=generator)
+
+    def reverse_timesteps(self, num_inference_steps=None, start_step=None):
+        """The ``(t, t_prev)`` pairs of a reverse chain from ``start_step`` (default ``T - 1``): every step with
+        ``t_prev`` None (DDPM) when ``num_inference_steps`` is None or the number of steps in the chain, else the
+        DDIM steps of :meth:`ddim_timesteps` (``t_prev = -1`` after the last)."""
+        top = self._first_step(start_step)
+        if num_inference_steps is None or num_inference_steps == top + 1:
+            return [(step, None) for step in range(top, -1, -1)]
+        steps = self.ddim_timesteps(num_inference_steps, start_step)
+        return list(zip(steps, steps[1:] + [-1]))
+
     def sample(
         self,
         denoise_fn,
@@ -219,8 +235,9 @@ class GaussianDiffusion(nn.Module):
         x_T=None,
         generator=None,
         start_step=None,
+        step=None,
     ):
-        """Run the reverse chain and return the generated ``x0``.
+        """Run the reverse chain and return the generated ``x0``: the one reverse loop of the plugin.
 
         Args:
             denoise_fn: ``denoise_fn(x_t, t_batch) -> model_output`` (``prediction_type`` form).
@@ -234,10 +251,12 @@ class GaussianDiffusion(nn.Module):
             generator: torch generator for all sampled noise.
             start_step: start the chain at this timestep instead of ``T - 1`` (e.g. a
                 noised history in DiffRec); requires ``x_T``.
+            step: ``step(model_output, x_t, t_batch, t_prev) -> x_prev`` in place of :meth:`reverse_step` (``t_prev``
+                None for a DDPM step), e.g. a step followed by a projection onto the sphere, or the mean only.
 
         Gradients are not disabled here; wrap the call in ``torch.no_grad()`` if needed.
         """
-        top = self._first_step(start_step)
+        timesteps = self.reverse_timesteps(num_inference_steps, start_step)
         if start_step is not None and x_T is None:
             raise ValueError("x_T is required when start_step is given")
         if x_T is None:
@@ -246,20 +265,14 @@ class GaussianDiffusion(nn.Module):
             raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
         else:
             x_t = x_T
+        if step is None:
 
-        def timestep_batch(step):
-            return torch.full((shape[0],), step, device=device, dtype=torch.long)
+            def step(model_output, x_t, t, t_prev):
+                return self.reverse_step(model_output, x_t, t, t_prev, eta=eta, generator=generator)
 
-        if num_inference_steps is None or num_inference_steps == top + 1:
-            for step in range(top, -1, -1):
-                t = timestep_batch(step)
-                x_t = self.ddpm_step(denoise_fn(x_t, t), x_t, t, generator=generator)
-            return x_t
-
-        steps = self.ddim_timesteps(num_inference_steps, start_step)
-        for step, prev_step in zip(steps, steps[1:] + [-1]):
-            t = timestep_batch(step)
-            x_t = self.ddim_step(denoise_fn(x_t, t), x_t, t, prev_step, eta=eta, generator=generator)
+        for t_step, t_prev in timesteps:
+            t = torch.full((shape[0],), t_step, device=device, dtype=torch.long)
+            x_t = step(denoise_fn(x_t, t), x_t, t, t_prev)
         return x_t
 
     def snr(self, t):
@@ -276,7 +289,8 @@ class GaussianDiffusion(nn.Module):
 
         ``denoise_fn(x_t, t_batch) -> model_output`` in the ``prediction_type`` form; returns the final mean.
         """
-        for step in range(self._first_step(start_step), -1, -1):
-            t = torch.full((x_t.shape[0],), step, device=x_t.device, dtype=torch.long)
-            x_t = self.p_mean_variance(denoise_fn(x_t, t), x_t, t)[0]
-        return x_t
+
+        def mean_step(model_output, x_t, t, t_prev):
+            return self.p_mean_variance(model_output, x_t, t)[0]
+
+        return self.sample(denoise_fn, x_t.shape, x_t.device, x_T=x_t, start_step=start_step, step=mean_step)

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from recbole_diffusion.validation import ConfigError, number, one_of, positive_int
+from recbole_diffusion.validation import positive_int
 
 SCHEDULES = ("linear", "cosine", "sqrt", "trunc_linear", "trunc_cosine", "linear-var", "exp")
 
@@ -132,26 +132,3 @@ def make_betas(schedule: str, num_steps: int, **kwargs) -> torch.Tensor:
     if not ((betas > 0) & (betas < 1)).all():
         raise ValueError(f"schedule {schedule!r} with {kwargs} gives betas outside (0, 1)")
     return betas
-
-
-def betas_from_config(config) -> torch.Tensor:
-    """``make_betas`` from a model config's ``beta_schedule`` and ``diffusion_steps``.
-
-    For the ``"linear"`` schedule the config's ``beta_start`` and ``beta_end`` give its ends; the other schedules
-    take their defaults. ``config`` is a RecBole ``Config`` or a dict.
-    """
-    schedule = config["beta_schedule"]
-    ends = {"beta_start": config["beta_start"], "beta_end": config["beta_end"]} if schedule == "linear" else {}
-    return make_betas(schedule, config["diffusion_steps"], **ends)
-
-
-def check_betas_config(config, schedules=SCHEDULES, linear_ends=True):
-    """Check the keys :func:`betas_from_config` reads, without building: ``beta_schedule`` (among ``schedules``),
-    ``diffusion_steps`` and, with ``linear_ends``, the ``beta_start`` and ``beta_end`` of the linear schedule."""
-    schedule = one_of("beta_schedule", config["beta_schedule"], schedules)
-    positive_int("diffusion_steps", config["diffusion_steps"])
-    if schedule == "linear" and linear_ends:
-        beta_start = number("beta_start", config["beta_start"], 0, 1, low_open=True, high_open=True)
-        beta_end = number("beta_end", config["beta_end"], 0, 1, low_open=True, high_open=True)
-        if beta_end < beta_start:
-            raise ConfigError("beta_end", f"a number >= beta_start ({beta_start})", beta_end)

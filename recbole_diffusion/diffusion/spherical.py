@@ -68,7 +68,7 @@ def geodesic_q_sample(diffusion, x0, t, noise=None, noise_scale=1.0):
     """
     if noise is None:
         noise = torch.randn_like(x0)
-    scale = noise_scale * diffusion._at(diffusion.sqrt_one_minus_alphas_cumprod, t, x0)
+    scale = noise_scale * diffusion.at_step(diffusion.sqrt_one_minus_alphas_cumprod, t, x0)
     return exp_map(x0, scale * tangent_projection(x0, noise))
 
 
@@ -81,11 +81,7 @@ def spherical_step(diffusion, model_output, x_t, t, t_prev=None, eta=0.0, genera
     x_t = x_t / noise_scale
     if diffusion.prediction_type == "x0":
         model_output = model_output / noise_scale
-    if t_prev is None:
-        x_prev = diffusion.ddpm_step(model_output, x_t, t, generator=generator)
-    else:
-        x_prev = diffusion.ddim_step(model_output, x_t, t, t_prev, eta=eta, generator=generator)
-    return project_to_sphere(x_prev)
+    return project_to_sphere(diffusion.reverse_step(model_output, x_t, t, t_prev, eta=eta, generator=generator))
 
 
 def spherical_sample(
@@ -93,25 +89,14 @@ def spherical_sample(
 ):
     """Reverse chain on the sphere from a uniformly random unit vector; returns the generated ``x0``.
 
-    Same arguments as :meth:`GaussianDiffusion.sample`: ``num_inference_steps`` None (or ``T``) runs the full
-    DDPM chain, fewer runs DDIM over ``diffusion.ddim_timesteps``. Every step is re-normalised to unit length;
-    ``noise_scale`` as in :func:`spherical_step`.
+    :meth:`GaussianDiffusion.sample` (same arguments: ``num_inference_steps`` None or ``T`` runs the full DDPM chain,
+    fewer runs DDIM) with every step re-normalised to unit length by :func:`spherical_step`; ``noise_scale`` as there.
     """
-    x_t = project_to_sphere(torch.randn(shape, generator=generator, device=device))
+    x_T = project_to_sphere(torch.randn(shape, generator=generator, device=device))
 
-    def timestep_batch(step):
-        return torch.full((shape[0],), step, device=device, dtype=torch.long)
-
-    if num_inference_steps is None or num_inference_steps == diffusion.num_steps:
-        for step in range(diffusion.num_steps - 1, -1, -1):
-            t = timestep_batch(step)
-            x_t = spherical_step(diffusion, denoise_fn(x_t, t), x_t, t, generator=generator, noise_scale=noise_scale)
-        return x_t
-
-    steps = diffusion.ddim_timesteps(num_inference_steps)
-    for step, prev_step in zip(steps, steps[1:] + [-1]):
-        t = timestep_batch(step)
-        x_t = spherical_step(
-            diffusion, denoise_fn(x_t, t), x_t, t, prev_step, eta=eta, generator=generator, noise_scale=noise_scale
+    def step(model_output, x_t, t, t_prev):
+        return spherical_step(
+            diffusion, model_output, x_t, t, t_prev, eta=eta, generator=generator, noise_scale=noise_scale
         )
-    return x_t
+
+    return diffusion.sample(denoise_fn, shape, device, num_inference_steps, x_T=x_T, generator=generator, step=step)

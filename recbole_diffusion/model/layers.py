@@ -1,17 +1,20 @@
 """Network pieces shared by the plugin's models: a Transformer sequence encoder, DiffuRec's approximator Transformer,
-step embeddings and the item table of the models that denoise item embeddings."""
+step embeddings, the item table of the models that denoise item embeddings, and DiffRec's MLP denoiser with its step
+features (DiffRec, L-DiffRec, DDRM)."""
 
 import math
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
 from recbole.model.layers import TransformerEncoder
 from torch import nn
 
-from recbole_diffusion.model.pretrain import load_embedding_file
-from recbole_diffusion.validation import ConfigError, number, one_of, positive_int, probability
+from recbole_diffusion.pretrain import load_embedding_file
+from recbole_diffusion.validation import ConfigError, is_positive_int, number, one_of, positive_int, probability
 
 ENCODER_ACTS = ("gelu", "relu", "swish", "tanh", "sigmoid")  # RecBole's FeedForward activations
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}  # DiffRec's MLP activations
 
 
 def check_attention_sizes(config):
@@ -261,3 +264,61 @@ class StepEmbedding(nn.Module):
 
     def forward(self, timesteps):
         return self.mlp(sinusoidal_embedding(timesteps, self.dim))
+
+
+def step_features(timesteps, dim, max_period=10000.0):
+    """DiffRec's sinusoidal step features ``[cos(t f_i), sin(t f_i)]``, ``f_i = max_period ** (-i / (dim // 2))``.
+
+    (:func:`sinusoidal_embedding` puts sin first and divides by ``dim/2 - 1``; this keeps DiffRec's
+    exact features so that the model matches RecBole's and the official DiffRec.)
+    """
+    half = dim // 2
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, device=timesteps.device) / half)
+    angles = timesteps.float()[:, None] * frequencies[None, :]
+    features = torch.cat([angles.cos(), angles.sin()], dim=-1)
+    return nn.functional.pad(features, (0, dim % 2))
+
+
+class DiffRecDenoiser(nn.Module):
+    """DiffRec's MLP: ``[dropout(x_t), Linear(step features)]`` through Linear layers of sizes
+    ``in -> reversed(dims) -> dims[1:] -> in`` (mirrored as in the official code), the activation between them.
+    Weights are Xavier-normal, biases zero. With ``condition_size`` a condition vector is concatenated too (DDRM)."""
+
+    def __init__(
+        self, in_features, dims, step_embedding_size, activation="tanh", dropout=0.5, norm=False, condition_size=0
+    ):
+        super().__init__()
+        self.step_embedding_size = step_embedding_size
+        self.norm = norm
+        self.step_layer = nn.Linear(step_embedding_size, step_embedding_size)
+        self.dropout = nn.Dropout(dropout)
+        sizes = [in_features + step_embedding_size + condition_size] + list(dims[::-1]) + list(dims[1:]) + [in_features]
+        layers = []
+        for index, (size_in, size_out) in enumerate(pairwise(sizes)):
+            layers.append(nn.Linear(size_in, size_out))
+            if index < len(sizes) - 2:
+                layers.append(ACTIVATIONS[activation]())
+        self.mlp = nn.Sequential(*layers)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def check_config(config):
+        """Check the config keys dims_dnn, embedding_size, mlp_act_func and dropout of DiffRec's denoiser."""
+        dims = config["dims_dnn"]
+        if not (isinstance(dims, list) and dims and all(map(is_positive_int, dims))):
+            raise ConfigError("dims_dnn", "a non-empty list of positive ints", dims)
+        embedding_size = config["embedding_size"]
+        if not (is_positive_int(embedding_size) and embedding_size >= 4 and embedding_size % 2 == 0):
+            raise ConfigError("embedding_size", "an even int >= 4 (sinusoidal step features)", embedding_size)
+        one_of("mlp_act_func", config["mlp_act_func"], tuple(ACTIVATIONS))
+        probability("dropout", config["dropout"])
+
+    def forward(self, x_t, timesteps, condition=None):
+        step = self.step_layer(step_features(timesteps, self.step_embedding_size))
+        if self.norm:
+            x_t = nn.functional.normalize(x_t, dim=-1)
+        inputs = [self.dropout(x_t), step] + ([] if condition is None else [condition])
+        return self.mlp(torch.cat(inputs, dim=-1))

@@ -61,9 +61,7 @@ OFFICIAL_FILES = (
     "parse.py",
 )
 OFFICIAL_MODULES = ("parse", "world", "dataloader", "model", "utils", "diffusion")
-CONFIG_FILES = (
-    diffrec.CONFIG_FILES
-)  # the plugin's general protocol: per-user random 80/10/10
+CONFIG_FILES = diffrec.CONFIG_FILES  # the plugin's general protocol: per-user random 80/10/10
 METRICS = diffrec.METRICS
 SCORINGS = ("eval",)  # the official Test calls .eval() on the denoisers
 EVALUATION_NOTE = (
@@ -105,9 +103,7 @@ def plugin_config(hparams):
             "--dataset=<dataset> --output=<folder>"
         )
     if hparams["sampling_steps"] != hparams["steps"]:
-        raise ValueError(
-            "DDRM parity needs sampling_steps == steps (where the plugin and the official chain agree)"
-        )
+        raise ValueError("DDRM parity needs sampling_steps == steps (where the plugin and the official chain agree)")
     return {
         "dims_dnn": list(hparams["dims"]),
         "embedding_size": hparams["emb_size"],
@@ -175,9 +171,7 @@ def official_positives(pairs, n_users):
 def _official_import_context(official_dir, arguments):
     saved_argv, saved_path, saved_cwd = sys.argv, list(sys.path), os.getcwd()
     saved_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
-    saved_modules = {
-        name: sys.modules.pop(name) for name in OFFICIAL_MODULES if name in sys.modules
-    }
+    saved_modules = {name: sys.modules.pop(name) for name in OFFICIAL_MODULES if name in sys.modules}
     with tempfile.TemporaryDirectory() as folder:
         sys.argv = list(arguments)
         sys.path.insert(0, str(official_dir))
@@ -252,23 +246,15 @@ class OfficialRunner:
             "user_emb": load_table(hparams["user_emb_path"], n_users, "user"),
             "item_emb": load_table(hparams["item_emb_path"], n_items, "item"),
         }
-        graph_stand_in = types.SimpleNamespace(
-            n_users=n_users, m_items=n_items, getSparseGraph=lambda: None
-        )
-        self.recmodel = self.official.model.LightGCN(config, graph_stand_in).to(
-            self.device
-        )
+        graph_stand_in = types.SimpleNamespace(n_users=n_users, m_items=n_items, getSparseGraph=lambda: None)
+        self.recmodel = self.official.model.LightGCN(config, graph_stand_in).to(self.device)
         for parameter in self.recmodel.parameters():
             parameter.requires_grad = False
         size = config["latent_dim_rec"]
         out_dims = list(hparams["dims"]) + [size]
         dnn = self.official.model.DNN
-        self.user_model = dnn(
-            out_dims[::-1], out_dims, hparams["emb_size"], time_type="cat", norm=False
-        )
-        self.item_model = dnn(
-            out_dims[::-1], out_dims, hparams["emb_size"], time_type="cat", norm=False
-        )
+        self.user_model = dnn(out_dims[::-1], out_dims, hparams["emb_size"], time_type="cat", norm=False)
+        self.item_model = dnn(out_dims[::-1], out_dims, hparams["emb_size"], time_type="cat", norm=False)
         self.user_model, self.item_model = (
             self.user_model.to(self.device),
             self.item_model.to(self.device),
@@ -283,9 +269,7 @@ class OfficialRunner:
             hparams["steps"],
             self.device,
         ).to(self.device)
-        self.bpr = self.official.utils.BPRLoss(
-            self.recmodel, self.user_model, self.item_model, self.diffusion, config
-        )
+        self.bpr = self.official.utils.BPRLoss(self.recmodel, self.user_model, self.item_model, self.diffusion, config)
         self.iteration = 0
 
     def train_epoch(self):
@@ -301,10 +285,7 @@ class OfficialRunner:
         total, batches = 0.0, 0
         for start in range(0, len(order), self.hparams["batch_size"]):
             index = order[start : start + self.hparams["batch_size"]]
-            batch = [
-                tensor[index].to(self.device)
-                for tensor in (users, positives, negatives)
-            ]
+            batch = [tensor[index].to(self.device) for tensor in (users, positives, negatives)]
             total += self.bpr.call_bpr(*batch, self.iteration)
             self.iteration += 1
             batches += 1
@@ -338,7 +319,7 @@ def write_embeddings(dataset_name, output, config_dict=None):
     on the training split that ``run_parity`` builds and write ``user_emb.npy`` / ``item_emb.npy`` (0-based rows,
     no padding row) into ``output``. Returns the two paths."""
     from benchmarks.parity import harness
-    from recbole_diffusion.model.pretrain import pretrained_embeddings
+    from recbole_diffusion.pretrain import pretrained_embeddings
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -350,9 +331,7 @@ def write_embeddings(dataset_name, output, config_dict=None):
         "state": "WARNING",
     }
     entries.update(config_dict or {})
-    config, train_data, _, _ = harness.build_split(
-        MODEL, dataset_name, {**entries, "seed": 100}, CONFIG_FILES, METRICS
-    )
+    config, train_data, _, _ = harness.build_split(MODEL, dataset_name, {**entries, "seed": 100}, CONFIG_FILES, METRICS)
     users, items = pretrained_embeddings(config, train_data._dataset)
     paths = output / "user_emb.npy", output / "item_emb.npy"
     np.save(paths[0], users[1:].float().cpu().numpy())
@@ -361,14 +340,10 @@ def write_embeddings(dataset_name, output, config_dict=None):
 
 
 def main(arguments=None):
-    parser = argparse.ArgumentParser(
-        description="Write the shared backbone tables for DDRM parity."
-    )
+    parser = argparse.ArgumentParser(description="Write the shared backbone tables for DDRM parity.")
     parser.add_argument("--write-embeddings", action="store_true", required=True)
     parser.add_argument("--dataset", default="ml-100k")
-    parser.add_argument(
-        "--output", required=True, help="folder for user_emb.npy and item_emb.npy"
-    )
+    parser.add_argument("--output", required=True, help="folder for user_emb.npy and item_emb.npy")
     args = parser.parse_args(arguments)
     for path in write_embeddings(args.dataset, args.output):
         print(f"{path}: {np.load(path).shape}")

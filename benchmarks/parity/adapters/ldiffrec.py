@@ -8,7 +8,7 @@ multinomial loss). Runtime shims supplied here, not official code:
 
 - ``models/Autoencoder.py`` imports ``kmeans`` from the package ``kmeans_pytorch`` (not installed with the plugin):
   while the file loads, a stand-in module of that name is put in ``sys.modules`` (and removed after), and the
-  loaded module's ``kmeans`` is then the plugin's clustering (``recbole_diffusion.model.pretrain.cluster_items``,
+  loaded module's ``kmeans`` is then the plugin's clustering (``recbole_diffusion.pretrain.cluster_items``,
   scipy's k-means++ seeded by the run's seed) on the same item embeddings. So both sides cluster the items alike
   for a seed, and the comparison is about the model and its training, not about two k-means implementations.
 - ``main.py`` is not imported; its data loading, model construction, training loop and evaluation are re-done here
@@ -111,7 +111,7 @@ def random_item_embeddings(n_items, size=EMBEDDING_SIZE, seed=0):
 def plugin_clustering(seed):
     """``kmeans(X, num_clusters, ...)`` of ``kmeans_pytorch`` answered by the plugin's ``cluster_items`` (seeded by
     ``seed``) on the rows of ``X`` (items 0..n-1 of the official code): (labels, None)."""
-    from recbole_diffusion.model.pretrain import cluster_items
+    from recbole_diffusion.pretrain import cluster_items
 
     def kmeans(X, num_clusters, distance="euclidean", device=None):
         padded = torch.cat([torch.zeros(1, X.size(1)), torch.as_tensor(X, dtype=torch.float32).cpu()])

@@ -16,7 +16,7 @@ noisy interactions. Inference starts from the mean of the embeddings of the user
 ranks all items by inner product with the generated item embedding.
 
 Config keys (defaults and comments in ``properties/model/DDRM.yaml``; the pretrain_* keys are read by
-``recbole_diffusion.model.pretrain``):
+``recbole_diffusion.pretrain``):
     steps, noise_schedule, noise_scale, noise_min, noise_max, beta_fixed, sampling_steps, dims_dnn, embedding_size,
     mlp_act_func, dropout, alpha, beta, item_emb_path, user_emb_path, pretrain_backbone, pretrain_embedding_size,
     pretrain_n_layers, pretrain_epochs, pretrain_learning_rate, pretrain_batch_size.
@@ -32,14 +32,10 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_diffusion.diffusion import GaussianDiffusion
-from recbole_diffusion.model.general_recommender.diffrec import (
-    DiffRecDenoiser,
-    check_denoiser_config,
-    check_diffusion_config,
-    diffrec_betas,
-)
-from recbole_diffusion.model.pretrain import check_pretrain_config, pretrained_embeddings
+from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config
+from recbole_diffusion.model.layers import DiffRecDenoiser
+from recbole_diffusion.model.sampling import without_padding_item
+from recbole_diffusion.pretrain import check_pretrain_config, pretrained_embeddings
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import ConfigError, int_in, number
 
@@ -51,9 +47,9 @@ class DDRM(GeneralRecommender):
     @classmethod
     def check_config(cls, config):
         """Check every key the model reads; no data needed."""
-        check_diffusion_config(config)
+        check_betas_config(config, variant="diffrec")
         int_in("sampling_steps", config["sampling_steps"], 1, config["steps"], " (steps)")
-        check_denoiser_config(config)
+        DiffRecDenoiser.check_config(config)
         number("alpha", config["alpha"], 0, 1)
         number("beta", config["beta"], 0)
         if (config["item_emb_path"] is None) != (config["user_emb_path"] is None):
@@ -67,7 +63,6 @@ class DDRM(GeneralRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.check_config(config)
-        steps = config["steps"]
         self.sampling_steps = config["sampling_steps"]
         self.alpha = config["alpha"]
         self.beta = config["beta"]
@@ -75,7 +70,6 @@ class DDRM(GeneralRecommender):
         embedding_size = config["embedding_size"]
         activation = config["mlp_act_func"]
         dropout = config["dropout"]
-        betas = diffrec_betas(config, steps)
         user_embeddings, item_embeddings = pretrained_embeddings(
             config, dataset, item_file=config["item_emb_path"], user_file=config["user_emb_path"]
         )
@@ -93,11 +87,19 @@ class DDRM(GeneralRecommender):
         self.register_buffer("history_items", history_items, persistent=False)
         self.register_buffer("history_lengths", history_lengths.clamp(min=1), persistent=False)
         size = item_embeddings.size(1)
-        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.diffusion = diffusion_from_config(config, "diffrec")
         self.user_denoiser = DiffRecDenoiser(size, dims, embedding_size, activation, dropout, condition_size=size)
         self.item_denoiser = DiffRecDenoiser(size, dims, embedding_size, activation, dropout, condition_size=size)
 
-    def forward(self, user, item):
+    def forward(self, user):
+        """The condition of the item denoiser: the users' backbone embeddings, ``[batch, d]``."""
+        return self.user_embedding[user]
+
+    def denoise(self, x_t, timesteps, user_embedding):
+        """The item denoiser: the clean item embedding from ``x_t`` at ``timesteps``, conditioned on the user."""
+        return self.item_denoiser(x_t, timesteps, user_embedding)
+
+    def denoise_pair(self, user, item):
         """Denoised user and item embeddings (and the reconstruction loss per pair) at one random step."""
         user_embedding, item_embedding = self.user_embedding[user], self.item_embedding[item]
         timesteps = self.diffusion.sample_timesteps(user.size(0), user.device)
@@ -111,7 +113,7 @@ class DDRM(GeneralRecommender):
 
     def calculate_loss(self, interaction):
         user, positive, negative = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        denoised_user, denoised_item, reconstruction = self.forward(user, positive)
+        denoised_user, denoised_item, reconstruction = self.denoise_pair(user, positive)
         positive_score = (denoised_user * denoised_item).sum(-1)
         negative_score = (denoised_user * self.item_embedding[negative]).sum(-1)
         bpr = -F.logsigmoid(positive_score - negative_score)
@@ -125,14 +127,12 @@ class DDRM(GeneralRecommender):
         history_mean = self.item_embedding[history].sum(1) / self.history_lengths[user][:, None]
         start = self.sampling_steps - 1
         x_t = self.diffusion.q_sample(history_mean, torch.full_like(user, start))
-        user_embedding = self.user_embedding[user]
-        return self.diffusion.sample_mean(lambda x, t: self.item_denoiser(x, t, user_embedding), x_t, start_step=start)
+        user_embedding = self.forward(user)
+        return self.diffusion.sample_mean(lambda x, t: self.denoise(x, t, user_embedding), x_t, start_step=start)
 
     def predict(self, interaction):
         generated = self.generate(interaction[self.USER_ID])
         return (generated * self.item_embedding[interaction[self.ITEM_ID]]).sum(-1)
 
     def full_sort_predict(self, interaction):
-        scores = self.generate(interaction[self.USER_ID]) @ self.item_embedding.t()
-        scores[:, 0] = -torch.inf
-        return scores
+        return without_padding_item(self.generate(interaction[self.USER_ID]) @ self.item_embedding.t())

@@ -5,7 +5,7 @@ Reference:
     "Diffusion Recommender Model." SIGIR 2023 (Section 3.5, L-DiffRec). Official code: YiyanXu/DiffRec.
 
 Items are clustered by k-means on collaborative item embeddings (from ``item_emb_path``, else from a LightGCN that
-is trained on the same training split inside the command and cached, see ``recbole_diffusion.model.pretrain``).
+is trained on the same training split inside the command and cached, see ``recbole_diffusion.pretrain``).
 One VAE encoder per cluster compresses the user's interactions with that cluster's items into a latent part whose
 size is proportional to the cluster; DiffRec's diffusion (``DiffRec``: importance-sampled steps, SNR-weighted MSE,
 mean-only reverse chain from the history) runs on the concatenated latent; one decoder per cluster maps the
@@ -15,7 +15,7 @@ denoised latent part back to the cluster's items. Loss: ``lamda * diffusion + (m
 updates, as in the official code. LT-DiffRec (``LTDiffRec``) feeds T-DiffRec's time-aware weights instead of ones.
 
 Config keys (defaults and comments in ``properties/model/LDiffRec.yaml``; the pretrain_* keys are read by
-``recbole_diffusion.model.pretrain``), besides those of DiffRec:
+``recbole_diffusion.pretrain``), besides those of DiffRec:
     n_cate, in_dims, ae_act_func, ae_dropout, reparam, lamda, anneal_cap, anneal_steps, vae_anneal_cap,
     vae_anneal_steps, item_emb_path, train_batch_size, pretrain_backbone, pretrain_embedding_size,
     pretrain_n_layers, pretrain_epochs, pretrain_learning_rate, pretrain_batch_size; LTDiffRec also w_min, w_max.
@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_diffusion.model.general_recommender.diffrec import ACTIVATIONS, DiffRec
+from recbole_diffusion.model.general_recommender.diffrec import DiffRec
 from recbole_diffusion.model.general_recommender.time_aware import TimeAwareHistory
-from recbole_diffusion.model.pretrain import check_pretrain_config, cluster_items, pretrained_embeddings
+from recbole_diffusion.model.layers import ACTIVATIONS
+from recbole_diffusion.pretrain import check_pretrain_config, cluster_items, pretrained_embeddings
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import ConfigError, boolean, is_int, number, one_of, positive_int, probability
 
@@ -153,7 +154,7 @@ class LDiffRec(DiffRec):
         return lamda, beta
 
     def calculate_loss(self, interaction):
-        x = self.get_rating_matrix(interaction[self.USER_ID])
+        x = self.forward(interaction[self.USER_ID])
         latent, kl = self.encode(x)
         diffusion_loss, latent_prediction = self.diffusion_loss(latent)
         log_probabilities = F.log_softmax(self.decode(latent_prediction)[:, 1:], dim=-1)
@@ -166,7 +167,7 @@ class LDiffRec(DiffRec):
         return diffusion_loss.mean() + lamda * vae_loss
 
     def full_sort_predict(self, interaction):
-        latent, _ = self.encode(self.get_rating_matrix(interaction[self.USER_ID]))
+        latent, _ = self.encode(self.forward(interaction[self.USER_ID]))
         return self.decode(self.generate(latent))
 
 

@@ -16,7 +16,8 @@ noises for the target slot, denoises each once at the timestep ``inference_times
 
 Config keys (defaults and comments in ``properties/model/DiffRec2.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
-    layer_norm_eps, initializer_range, diffusion_steps, beta_schedule, rec_loss_weight, inference_mode,
+    layer_norm_eps, initializer_range, diffusion_steps, beta_schedule, beta_start, beta_end, rec_loss_weight,
+    inference_mode,
     inference_seeds, inference_timestep.
 
 Differences from the paper: the embedding transition ``q(h^0 | v) = N(E(v), beta_0 I)`` is not sampled separately
@@ -37,7 +38,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
+from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config
 from recbole_diffusion.model.layers import HistoryCondition, SequenceEncoder, init_normal_weights, sinusoidal_embedding
 from recbole_diffusion.model.sampling import without_padding_item
 from recbole_diffusion.utils import register_model
@@ -60,7 +61,7 @@ class DiffRec2(SequentialRecommender):
         number("rec_loss_weight", config["rec_loss_weight"], 0)
         one_of("inference_mode", config["inference_mode"], INFERENCE_MODES)
         positive_int("inference_seeds", config["inference_seeds"])
-        check_betas_config(config, linear_ends=False)
+        check_betas_config(config)
         timestep = config["inference_timestep"]
         if timestep is not None:
             int_in("inference_timestep", timestep, 0, config["diffusion_steps"] - 1, " (diffusion_steps - 1; ~ last)")
@@ -74,10 +75,10 @@ class DiffRec2(SequentialRecommender):
         self.inference_mode = config["inference_mode"]
         self.inference_seeds = config["inference_seeds"]
         inference_timestep = config["inference_timestep"]
-        diffusion_steps = config["diffusion_steps"]
 
-        self.diffusion = GaussianDiffusion(make_betas(config["beta_schedule"], diffusion_steps), prediction_type="x0")
-        self.inference_timestep = diffusion_steps - 1 if inference_timestep is None else inference_timestep
+        self.diffusion = diffusion_from_config(config)
+        last_step = self.diffusion.num_steps - 1
+        self.inference_timestep = last_step if inference_timestep is None else inference_timestep
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.item_bias = nn.Parameter(torch.zeros(self.n_items))

@@ -35,7 +35,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
+from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config
 from recbole_diffusion.model.layers import DiffuRecTransformer, HistoryCondition, sinusoidal_embedding
 from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.utils import register_model
@@ -56,7 +56,7 @@ class DiffuRec(ReverseChainSampling, SequentialRecommender):
         if hidden_size < 4 or hidden_size % 2:
             raise ConfigError("hidden_size", "an even int >= 4 (sinusoidal step embedding)", hidden_size)
         probability("emb_dropout_prob", config["emb_dropout_prob"])
-        check_betas_config(config, BETA_SCHEDULES, linear_ends=False)
+        check_betas_config(config, BETA_SCHEDULES, variant="diffurec")
         number("lambda_uncertainty", config["lambda_uncertainty"], 0, low_open=True)
         number("ddim_eta", config["ddim_eta"], 0)
         cls.check_sampling_config(config, config["diffusion_steps"])
@@ -67,8 +67,6 @@ class DiffuRec(ReverseChainSampling, SequentialRecommender):
         self.hidden_size = config["hidden_size"]
         emb_dropout_prob = config["emb_dropout_prob"]
         layer_norm_eps = config["layer_norm_eps"]
-        diffusion_steps = config["diffusion_steps"]
-        beta_schedule = config["beta_schedule"]
         self.lambda_uncertainty = config["lambda_uncertainty"]
         self.ddim_eta = config["ddim_eta"]
 
@@ -82,9 +80,7 @@ class DiffuRec(ReverseChainSampling, SequentialRecommender):
         self.transformer = DiffuRecTransformer.from_config(config)
 
         # DiffuRec's "linear" is DDPM's linear schedule stretched to T steps (ends scaled by 1000 / T).
-        scaled_ends = {"beta_start": 0.1 / diffusion_steps, "beta_end": 20.0 / diffusion_steps}
-        betas = make_betas(beta_schedule, diffusion_steps, **(scaled_ends if beta_schedule == "linear" else {}))
-        self.diffusion = GaussianDiffusion(betas, prediction_type="x0", variance_type="fixed_large")
+        self.diffusion = diffusion_from_config(config, "diffurec", variance_type="fixed_large")
         self.init_sampling(config)
 
     def forward(self, item_seq, item_seq_len):

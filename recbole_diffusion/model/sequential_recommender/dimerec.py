@@ -41,9 +41,8 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.diffusion import (
-    GaussianDiffusion,
-    betas_from_config,
     check_betas_config,
+    diffusion_from_config,
     geodesic_q_sample,
     right_angle_noise_scale,
     spherical_sample,
@@ -108,8 +107,7 @@ class DimeRec(ReverseChainSampling, SequentialRecommender):
             nn.SiLU(),
             nn.Linear(denoiser_hidden_size, self.hidden_size),
         )
-        betas = betas_from_config(config)
-        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.diffusion = diffusion_from_config(config)
         self.init_sampling(config)
         if noise_scale is None:
             noise_scale = right_angle_noise_scale(self.diffusion, self.hidden_size)

@@ -19,7 +19,8 @@ product with the generated item.
 Config keys (defaults and comments in ``properties/model/DiQDiff.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob, hidden_act, layer_norm_eps,
     attention_mask, num_codes, gumbel_temperature, lambda_history, lambda_code, lambda_contrast,
-    contrast_temperature, diffusion_steps, beta_schedule, inference_steps, valid_inference_steps, ddim_eta.
+    contrast_temperature, diffusion_steps, beta_schedule, beta_start, beta_end, inference_steps,
+    valid_inference_steps, ddim_eta.
 
 The denoiser is DiffuRec's Transformer (``DiffuRecTransformer``, as officially: pre-LayerNorm blocks without position
 embeddings, one dropout rate, output ``LayerNorm(dropout(.))`` at the last position) over right-aligned histories (as
@@ -44,7 +45,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import GaussianDiffusion, check_betas_config, make_betas
+from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config
 from recbole_diffusion.model.layers import DiffuRecTransformer, HistoryCondition, StepEmbedding
 from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.utils import register_model
@@ -75,7 +76,7 @@ class DiQDiff(ReverseChainSampling, SequentialRecommender):
             number(key, config[key], 0)
         probability("emb_dropout_prob", config["emb_dropout_prob"])
         number("ddim_eta", config["ddim_eta"], 0)
-        check_betas_config(config, linear_ends=False)
+        check_betas_config(config)
         cls.check_sampling_config(config, config["diffusion_steps"])
 
     def __init__(self, config, dataset):
@@ -97,9 +98,8 @@ class DiQDiff(ReverseChainSampling, SequentialRecommender):
         self.register_buffer("codebook", torch.zeros(self.num_codes, self.max_seq_length, self.hidden_size))
         self.step_embedding = StepEmbedding(self.hidden_size)
         self.transformer = DiffuRecTransformer.from_config(config)
-        betas = make_betas(config["beta_schedule"], config["diffusion_steps"])
-        # The other layers keep PyTorch's default init, as in the official code.
-        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.diffusion = diffusion_from_config(config)
+        # The layers keep PyTorch's default init, as in the official code.
         self.init_sampling(config)
 
     def quantize(self, history):

@@ -36,13 +36,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import (
-    GaussianDiffusion,
-    betas_from_config,
-    check_betas_config,
-    drop_condition,
-    guided_output,
-)
+from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config, drop_condition, guided_output
 from recbole_diffusion.model.layers import (
     SequenceEncoder,
     StepEmbedding,
@@ -98,8 +92,7 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
                 nn.GELU(),
                 nn.Linear(2 * self.hidden_size, self.hidden_size),
             )
-        betas = betas_from_config(config)
-        self.diffusion = GaussianDiffusion(betas, prediction_type="x0")
+        self.diffusion = diffusion_from_config(config)
         self.init_sampling(config)
         self.apply(partial(init_normal_weights, std=self.initializer_range))
         init_item_embedding(self.item_embedding, config["item_emb_path"])
