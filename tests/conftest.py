@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from recbole.utils import init_seed
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer
+from recbole_diffusion import Config, create_dataset, data_preparation, get_model
 
 N_USERS = 300
 N_ITEMS = 60
@@ -62,33 +61,6 @@ def build_model(model_name, config_dict, dataset="markov"):
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(model_name)(config, train_data._dataset)
     return config, model, train_data, valid_data, test_data
-
-
-def fit_test_and_full_sort(config, model, train_data, valid_data, test_data):
-    """Train ``model`` (checkpoint saved), test its best checkpoint, full-sort score the first test batch; check the
-    metrics, the score shape, finite scores and a never-recommended padding item. Returns (trainer, scores)."""
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    result = trainer.evaluate(test_data, load_best_model=True)
-    assert set(result) == {"hit@10", "ndcg@10"}
-    batch = next(iter(test_data))[0]
-    scores = model.full_sort_predict(batch)
-    assert scores.shape == (len(batch), test_data._dataset.item_num)
-    assert (scores[:, 0] == -torch.inf).all()  # the padding item is never recommended
-    assert torch.isfinite(scores[:, 1:]).all()
-    return trainer, scores
-
-
-def fit_and_reload(config, model, train_data, valid_data):
-    """Train ``model`` with its checkpoint saved; returns (trainer, a new model loaded weights-only from that
-    checkpoint), both models in eval mode."""
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    trainer.fit(train_data, valid_data, saved=True)
-    reloaded = get_model(config["model"])(config, train_data._dataset)
-    reloaded.load_state_dict(torch.load(trainer.saved_model_file, weights_only=True)["state_dict"])
-    model.eval()
-    reloaded.eval()
-    return trainer, reloaded
 
 
 def run_script(tmp_path, *args):
@@ -138,27 +110,28 @@ def data_path(tmp_path_factory):
     return str(folder)
 
 
+FAST_SETTINGS = {
+    "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "metrics": ["Hit", "NDCG"],
+    "topk": [10],
+    "valid_metric": "Hit@10",
+    "show_progress": False,
+    "state": "WARNING",
+    "seed": 2020,
+    "reproducibility": True,
+    "epochs": 1,
+    "train_batch_size": 256,
+    "eval_batch_size": 1024,
+    "stopping_step": 100,
+}
+
+
 @pytest.fixture
 def tiny_config(data_path, tmp_path):
     """Fast settings shared by the tests: small models, few epochs, leave-one-out full-sort evaluation."""
-    return {
-        "data_path": data_path,
-        "checkpoint_dir": str(tmp_path / "saved"),
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "metrics": ["Hit", "NDCG"],
-        "topk": [10],
-        "valid_metric": "Hit@10",
-        "show_progress": False,
-        "state": "WARNING",
-        "seed": 2020,
-        "reproducibility": True,
-        "epochs": 1,
-        "train_batch_size": 256,
-        "eval_batch_size": 1024,
-        "stopping_step": 100,
-    }
+    return {**FAST_SETTINGS, "data_path": data_path, "checkpoint_dir": str(tmp_path / "saved")}
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,197 @@
+"""What every diffusion model shares, checked on one training per model: the contract of
+``recbole_diffusion.model.sampling`` (forward, denoise, generate, predict, full_sort_predict; the step count of a
+reverse chain as a call argument; the padding item never recommended), learning the planted pattern of the synthetic
+``markov`` data well above chance while staying at chance on random data (no leakage), identical scores after a
+save and reload, and the same first-epoch loss from a plain RecBole Config and Trainer with the same seed.
+
+A new model is one line in ``MODEL_CASES``. Model-specific behaviour lives in each model's own test file.
+"""
+
+import inspect
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from recbole.config import Config as RecBoleConfig
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation as recbole_data_preparation
+from recbole.trainer import Trainer
+from recbole.utils import init_seed
+
+from recbole_diffusion import get_model, get_trainer, resources
+from recbole_diffusion.model.sampling import ReverseChainSampling
+from tests.conftest import FAST_SETTINGS, N_ITEMS, build_model
+from tests.general_data import RANDOM_DISTINCT_CHANCE
+from tests.sequential_configs import (
+    DDRM_SMALL,
+    DIFFDIV_SMALL,
+    DIFFREC2_SMALL,
+    DIFFUREC_SMALL,
+    DIMEREC_SMALL,
+    DIQDIFF_SMALL,
+    DREAMREC_SMALL,
+    LDIFFREC_SMALL,
+)
+
+SEQUENTIAL_CHANCE = 10 / N_ITEMS  # 0.167, std ~0.022 over 300 test users
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    name: str
+    small_config: dict
+    epochs: int  # enough for Hit@10 > min_hit on the markov data
+    min_hit: float = 0.8
+    general: bool = False  # a general (collaborative) model: the general datasets, chance RANDOM_DISTINCT_CHANCE
+    variant: dict = field(default_factory=dict)
+
+    @property
+    def id(self):
+        return "-".join([self.name, *(f"{key}={value}" for key, value in self.variant.items())])
+
+
+MODEL_CASES = [
+    ModelCase("DreamRec", DREAMREC_SMALL, epochs=10),
+    ModelCase("DiffuRec", DIFFUREC_SMALL, epochs=10),
+    ModelCase("DiffRec2", DIFFREC2_SMALL, epochs=10),
+    ModelCase("DimeRec", DIMEREC_SMALL, epochs=3, variant={"gem_type": "model"}),
+    ModelCase("DimeRec", DIMEREC_SMALL, epochs=3, variant={"gem_type": "rule"}),
+    ModelCase("DiQDiff", DIQDIFF_SMALL, epochs=5),
+    ModelCase("DiffDiv", DIFFDIV_SMALL, epochs=8),
+    ModelCase("DiffRec", {}, epochs=10, general=True),  # its default size; DIFFREC_SMALL learns too slowly
+    ModelCase("TDiffRec", {}, epochs=10, general=True),
+    ModelCase("LDiffRec", LDIFFREC_SMALL, epochs=10, general=True),
+    ModelCase("LTDiffRec", LDIFFREC_SMALL, epochs=10, general=True, min_hit=0.7),  # chance: 0.20
+    ModelCase("DDRM", DDRM_SMALL, epochs=5, general=True),
+]
+
+
+@dataclass
+class Fit:
+    """One training of a case on ``markov`` (best checkpoint saved) and one on random data, both tested."""
+
+    case: ModelCase
+    settings: dict
+    config: object
+    model: object
+    trainer: object
+    train_data: object
+    test_data: object
+    first_epoch_loss: float
+    markov_hit: float
+    random_hit: float
+
+
+def case_settings(case, data_path, general_data_path, checkpoint_dir):
+    data = {"data_path": general_data_path if case.general else data_path, "checkpoint_dir": str(checkpoint_dir)}
+    return {**FAST_SETTINGS, **data, **case.small_config, **case.variant, "epochs": case.epochs}
+
+
+def train_and_test(model_name, settings, dataset):
+    """Train on ``dataset`` with the plugin's trainer (best checkpoint saved) and test the best checkpoint."""
+    config, model, train_data, valid_data, test_data = build_model(model_name, settings, dataset=dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    losses = []
+    train_epoch = trainer._train_epoch
+    trainer._train_epoch = lambda *args, **kwargs: losses.append(train_epoch(*args, **kwargs)) or losses[-1]
+    trainer.fit(train_data, valid_data, saved=True)
+    result = trainer.evaluate(test_data, load_best_model=True)
+    model.eval()
+    return config, model, trainer, train_data, test_data, float(losses[0]), result["hit@10"]
+
+
+@pytest.fixture(scope="module", params=MODEL_CASES, ids=lambda case: case.id)
+def fit(request, data_path, general_data_path, tmp_path_factory):
+    case = request.param
+    settings = case_settings(case, data_path, general_data_path, tmp_path_factory.mktemp("saved"))
+    config, model, trainer, train_data, test_data, loss, markov_hit = train_and_test(case.name, settings, "markov")
+    random_data = "random_distinct" if case.general else "random"
+    random_hit = train_and_test(case.name, settings, random_data)[-1]
+    return Fit(case, settings, config, model, trainer, train_data, test_data, loss, markov_hit, random_hit)
+
+
+def test_learns_the_planted_pattern_and_stays_at_chance_on_random_data(fit):
+    assert fit.markov_hit > fit.case.min_hit
+    # four standard deviations above chance over 300 test users
+    chance = RANDOM_DISTINCT_CHANCE if fit.case.general else SEQUENTIAL_CHANCE
+    assert fit.random_hit < chance + 0.1
+
+
+def test_contract_methods(fit):
+    model = fit.model
+    assert list(inspect.signature(model.denoise).parameters)[:2] == ["x_t", "timesteps"]
+    assert len(inspect.signature(model.denoise).parameters) == 3  # x_t, timesteps, condition
+    for method in (model.forward, model.generate, model.calculate_loss, model.predict, model.full_sort_predict):
+        assert callable(method)
+    if isinstance(model, ReverseChainSampling):
+        for method in (model.generate, model.predict, model.full_sort_predict):
+            assert inspect.signature(method).parameters["num_inference_steps"].default is None
+
+
+def test_full_sort_scores_never_recommend_the_padding_item(fit):
+    batch = next(iter(fit.test_data))[0]
+    scores = fit.model.full_sort_predict(batch)
+    assert scores.shape == (len(batch), fit.test_data._dataset.item_num)
+    assert (scores[:, 0] == -torch.inf).all()
+    assert torch.isfinite(scores[:, 1:]).all()
+
+
+def test_the_step_count_is_a_call_argument(fit, monkeypatch):
+    model = fit.model
+    if not isinstance(model, ReverseChainSampling):
+        pytest.skip("no reverse chain of a shortenable length")
+    steps_seen = []
+    denoise = model.denoise
+
+    def recording(x_t, timesteps, condition):
+        steps_seen.append(int(timesteps[0]))
+        return denoise(x_t, timesteps, condition)
+
+    monkeypatch.setattr(model, "denoise", recording)
+    batch = next(iter(fit.test_data))[0]
+    model.full_sort_predict(batch, num_inference_steps=2)
+    assert len(set(steps_seen)) == 2 and min(steps_seen) == 0
+    assert model.inference_steps == fit.config["inference_steps"]  # not state: the call left the model as it was
+
+
+def test_reloaded_checkpoint_scores_the_same(fit):
+    reloaded = get_model(fit.case.name)(fit.config, fit.train_data._dataset)
+    reloaded.load_state_dict(torch.load(fit.trainer.saved_model_file, weights_only=True)["state_dict"])
+    reloaded.eval()
+    batch = next(iter(fit.test_data))[0]
+    torch.manual_seed(7)
+    original = fit.model.full_sort_predict(batch)
+    torch.manual_seed(7)
+    # equal up to float rounding: the same weights at other addresses can take other SIMD paths in the matmuls
+    torch.testing.assert_close(reloaded.full_sort_predict(batch), original, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_recbole_config_and_trainer_give_the_same_first_epoch(fit):
+    """The README recipe: RecBole's own Config, data preparation and Trainer with the model yaml; with the same seed
+    the first epoch's training loss equals the plugin's (the same data, model and random draws)."""
+    model_class = get_model(fit.case.name)
+    config = RecBoleConfig(
+        model=model_class,
+        dataset="markov",
+        config_file_list=[str(resources.model_yaml(fit.case.name))],
+        config_dict=fit.settings,
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = recbole_data_preparation(config, recbole_create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    trainer = Trainer(config, model_class(config, train_data._dataset))
+    loss = float(trainer._train_epoch(train_data, 0))
+    if fit.case.general:  # RecBole batches the interactions, the plugin batches users (DiffRec) or its own pairs
+        assert loss == loss and abs(loss) < float("inf")
+    else:
+        assert loss == fit.first_epoch_loss
+
+
+REVERSE_CHAIN_CASES = [case for case in MODEL_CASES if issubclass(get_model(case.name), ReverseChainSampling)]
+
+
+@pytest.mark.parametrize("case", REVERSE_CHAIN_CASES, ids=lambda case: case.id)
+@pytest.mark.parametrize("inference_steps", [0, 10_000, 2.5, True])
+def test_bad_inference_steps_are_rejected_when_the_model_is_built(tiny_config, case, inference_steps):
+    with pytest.raises(ValueError, match="inference_steps: an int in 1.."):
+        build_model(case.name, {**tiny_config, **case.small_config, "inference_steps": inference_steps})
