@@ -11,6 +11,8 @@ a cell interrupted mid-training continue from its last epoch.
   early-stopping state, random generators, epoch timings); removed once the cell is stored.
 
 Checkpoints are written to ``<name>.partial``, flushed to disk and renamed too, so a file that is there is whole.
+The trainer writes and resumes them (:meth:`recbole_diffusion.run_trainer.RunTrainer.keep_epoch_checkpoints`); this
+module holds their format: :func:`epoch_checkpoint_hash`, :func:`random_states`.
 """
 
 import hashlib
@@ -19,14 +21,12 @@ import json
 import os
 import random
 import shutil
-from logging import getLogger
 from pathlib import Path
 
 import numpy as np
 import torch
-from recbole.utils import set_color
 
-from recbole_diffusion.compat import checkpoint_state, plain_data
+from recbole_diffusion.compat import plain_data
 
 CELL_DIR_KEY = "cell_dir"  # config key: the folder of the cell a comparison runs with this config
 RESULT, RECORD, PER_USER = "result", "cell.json", "per_user.npz"
@@ -138,7 +138,7 @@ def _write_synced(path, content):
         os.fsync(file.fileno())
 
 
-def _replace_synced(partial, target):
+def replace_synced(partial, target):
     """Flush ``partial`` to disk, then rename it to ``target``."""
     descriptor = os.open(partial, os.O_RDONLY)
     try:
@@ -148,74 +148,12 @@ def _replace_synced(partial, target):
     os.replace(partial, target)
 
 
-def checkpoint_in_cell(trainer, train_data, cell_dir, snapshot_hash, epoch_seconds):
-    """Keep ``trainer``'s checkpoints in ``cell_dir`` and continue from its epoch checkpoint when one is there.
-
-    The best-validation checkpoint becomes ``best.pth``. At the start of every epoch but the first that ``trainer``
-    trains, the state after the previous epoch is saved as ``last_epoch.pth``: RecBole's checkpoint
-    content, ``snapshot_hash`` (:func:`config_hash` of the cell's config), the random generators (Python, numpy,
-    torch, CUDA, the training loader's shuffling) and ``epoch_seconds`` (the list of epoch wall times so far). An
-    epoch checkpoint of the same config is resumed (RecBole's ``resume_checkpoint``, then the generators and
-    ``epoch_seconds``); one of another config is deleted.
-    """
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    best, last_epoch = cell_dir / BEST_CHECKPOINT, cell_dir / EPOCH_CHECKPOINT
-    if last_epoch.exists():
-        if epoch_checkpoint_hash(last_epoch) == snapshot_hash:
-            resume_from_epoch_checkpoint(trainer, train_data, last_epoch, epoch_seconds)
-        else:
-            getLogger().warning(f"{last_epoch} belongs to another config: training starts again from epoch 0")
-            last_epoch.unlink()
-    keep_epoch_checkpoints(trainer, train_data, best, last_epoch, snapshot_hash, epoch_seconds)
-
-
 def epoch_checkpoint_hash(path):
     """The config hash stored in the epoch checkpoint ``path``; None for a checkpoint of another kind."""
     return torch.load(path, map_location="cpu", weights_only=True).get("config_hash")
 
 
-def resume_from_epoch_checkpoint(trainer, train_data, path, epoch_seconds):
-    """Continue ``trainer`` from the epoch checkpoint ``path``: RecBole's ``resume_checkpoint``, then the random
-    generators and the epoch wall times (appended to ``epoch_seconds``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    trainer.resume_checkpoint(path)
-    _restore_random_states(state["random_states"], train_data)
-    epoch_seconds.extend(state["epoch_seconds"])
-
-
-def keep_epoch_checkpoints(trainer, train_data, best, last_epoch, snapshot_hash, epoch_seconds):
-    """Save ``trainer``'s best-validation checkpoint as ``best`` and, at the start of every epoch but the first it
-    trains, the state after the previous epoch as ``last_epoch`` (see :func:`checkpoint_in_cell`); both written
-    whole (to a partial file, flushed, renamed)."""
-    trainer.saved_model_file = str(best)
-    save_checkpoint, train_epoch = trainer._save_checkpoint, trainer._train_epoch
-
-    def save_checkpoint_whole(epoch, verbose=True, **kwargs):
-        target = Path(kwargs.pop("saved_model_file", trainer.saved_model_file))
-        partial = target.with_name(target.name + PARTIAL)
-        save_checkpoint(epoch, verbose=False, saved_model_file=str(partial), **kwargs)
-        _replace_synced(partial, target)
-        if verbose:
-            trainer.logger.info(set_color("Saving current", "blue") + f": {target}")
-
-    def train_epoch_after_checkpoint(train_data, epoch_idx, *args, **kwargs):
-        if epoch_idx > trainer.start_epoch:
-            state = {
-                **checkpoint_state(trainer, epoch_idx - 1),
-                "config_hash": snapshot_hash,
-                "random_states": _random_states(train_data),
-                "epoch_seconds": list(epoch_seconds),
-            }
-            partial = last_epoch.with_name(last_epoch.name + PARTIAL)
-            torch.save(state, partial)
-            _replace_synced(partial, last_epoch)
-        return train_epoch(train_data, epoch_idx, *args, **kwargs)
-
-    trainer._save_checkpoint = save_checkpoint_whole
-    trainer._train_epoch = train_epoch_after_checkpoint
-
-
-def _random_states(train_data):
+def random_states(train_data):
     """Every random generator a training epoch draws from, in types that ``torch.load(weights_only=True)`` reads."""
     _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
@@ -227,7 +165,8 @@ def _random_states(train_data):
     }
 
 
-def _restore_random_states(states, train_data):
+def restore_random_states(states, train_data):
+    """Set the generators of :func:`random_states` back (CUDA's as far as this machine has the devices)."""
     random.setstate(states["python"])
     keys, position, has_gauss, cached_gaussian = states["numpy"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))

@@ -17,16 +17,11 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_diffusion.cells import (
-    config_hash,
-    config_snapshot,
-    epoch_checkpoint_hash,
-    keep_epoch_checkpoints,
-    resume_from_epoch_checkpoint,
-)
+from recbole_diffusion.cells import config_hash, config_snapshot, epoch_checkpoint_hash
 from recbole_diffusion.config import Config
 from recbole_diffusion.data import create_dataset, data_preparation
 from recbole_diffusion.preflight import check_config, check_dataset
+from recbole_diffusion.run_trainer import RunTrainer, run_trainer_class
 from recbole_diffusion.trainer import stop_on_non_finite_values
 from recbole_diffusion.two_stage import is_two_stage
 from recbole_diffusion.utils import get_model, get_trainer, init_run_logger
@@ -37,7 +32,8 @@ EPOCH_CHECKPOINT_SUFFIX = "-last_epoch.pth"
 _RUNS_IN_THIS_PROCESS = itertools.count(1)
 
 
-def _count_parameters(model):
+def count_parameters(model):
+    """The number of trainable parameters of ``model``."""
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
@@ -124,7 +120,7 @@ def run_recbole_diffusion(
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if not is_two_stage(model_class):
-        return _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue, resume)
+        return _train_and_test_run(config, model_class, train_data, valid_data, test_data, saved, queue, resume)
 
     # A two-stage model (DiffuASR) prepares data on the training split, then another model trains on it.
     if not config["single_spec"]:
@@ -145,45 +141,54 @@ def run_recbole_diffusion(
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    result = _train_and_test(config, get_model(config["model"]), train_data, valid_data, test_data, saved, queue)
+    result = _train_and_test_run(config, get_model(config["model"]), train_data, valid_data, test_data, saved, queue)
     return {**result, **stage_two["summary"]}
 
 
-def _train_and_test(config, model_class, train_data, valid_data, test_data, saved, queue, resume=None):
+def train_and_test(config, model_class, train_data, valid_data, test_data, saved=True, checkpoints=None, queue=None):
+    """The one train-and-test flow, of a single run and of a comparison cell: build the model, train it with early
+    stopping on ``valid_data``, test the best checkpoint (the last model unless ``saved``) on ``test_data``.
+
+    A model with a RecBole ``Trainer`` trains with its trainer class subclassed by
+    :func:`recbole_diffusion.run_trainer.run_trainer_class` (epoch times, epoch checkpoints, the record of each
+    evaluation) and stops at the first NaN or infinite loss. In a single process, ``checkpoints`` is the pair
+    ``(best, last_epoch)`` of paths of its best-validation checkpoint and its epoch checkpoint (default: a new
+    :func:`checkpoint_file` and :func:`epoch_checkpoint_of` it); training continues from ``last_epoch`` when it holds
+    the state of a run with this config. The epoch checkpoint is left for the caller to remove.
+
+    Returns:
+        (dict, trainer): ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``; and
+        the trainer (``trainer.last_evaluation`` is the test's record).
+    """
     logger = getLogger()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    logger.info(set_color("Trainable parameters", "blue") + f": {_count_parameters(model)}")
+    logger.info(set_color("Trainable parameters", "blue") + f": {count_parameters(model)}")
 
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    if isinstance(trainer, Trainer):
-        stop_on_non_finite_values(trainer)
-    last_epoch = None
-    if not config["single_spec"]:
-        trainer.saved_model_file = str(checkpoint_file(config))
-        _share_checkpoint_name(trainer)
-    elif not isinstance(trainer, Trainer):  # RecBole's decision-tree trainers keep their own files
-        trainer.saved_model_file = str(checkpoint_file(config))
+    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    if not issubclass(trainer_class, Trainer):  # RecBole's decision-tree trainers keep their own files
+        trainer = trainer_class(config, model)
+        trainer.saved_model_file = str(checkpoints[0] if checkpoints else checkpoint_file(config))
     else:
-        snapshot_hash = config_hash(config_snapshot(config))
-        if resume is None:
-            best = checkpoint_file(config)
-            last_epoch = epoch_checkpoint_of(best)
+        trainer = run_trainer_class(trainer_class)(config, model)
+        stop_on_non_finite_values(trainer)
+        if not config["single_spec"]:
+            trainer.saved_model_file = str(checkpoint_file(config))
+            _share_checkpoint_name(trainer)
         else:
-            best, last_epoch = _resumed_checkpoints(resume, snapshot_hash)
-            resume_from_epoch_checkpoint(trainer, train_data, last_epoch, [])
-            logger.info(set_color("Resumed", "green") + f" from {last_epoch} at epoch {trainer.start_epoch}")
-        keep_epoch_checkpoints(trainer, train_data, best, last_epoch, snapshot_hash, [])
-        logger.info(f"an interrupted run continues with --resume={last_epoch}")
+            if checkpoints is None:
+                best = checkpoint_file(config)
+                checkpoints = best, epoch_checkpoint_of(best)
+            best, last_epoch = checkpoints
+            if trainer.keep_epoch_checkpoints(train_data, best, last_epoch, config_hash(config_snapshot(config))):
+                logger.info(set_color("Resumed", "green") + f" from {last_epoch} at epoch {trainer.start_epoch}")
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     if not config["single_spec"]:
         torch.distributed.barrier()  # rank 0 has written the best checkpoint before any rank reads it
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    if last_epoch is not None:
-        last_epoch.unlink(missing_ok=True)  # the run is complete: nothing to resume
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -197,6 +202,22 @@ def _train_and_test(config, model_class, train_data, valid_data, test_data, save
         _end_distributed_run(trainer)
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
+    return result, trainer
+
+
+def _train_and_test_run(config, model_class, train_data, valid_data, test_data, saved, queue, resume=None):
+    """:func:`train_and_test` as a single run does it: continue from ``resume``, remove the epoch checkpoint when the
+    run is complete."""
+    checkpoints = None
+    if resume is not None:
+        checkpoints = _resumed_checkpoints(resume, config_hash(config_snapshot(config)))
+    elif config["single_spec"]:
+        best = checkpoint_file(config)
+        checkpoints = best, epoch_checkpoint_of(best)
+        getLogger().info(f"an interrupted run continues with --resume={checkpoints[1]}")
+    result, trainer = train_and_test(config, model_class, train_data, valid_data, test_data, saved, checkpoints, queue)
+    if isinstance(trainer, RunTrainer) and trainer.epoch_checkpoint is not None:
+        trainer.epoch_checkpoint.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return result
 
 

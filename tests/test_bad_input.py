@@ -42,7 +42,7 @@ def script_main(script, arguments, monkeypatch):
         ("DimeRec", "n_interests", 99, "n_interests: an int in 1..50 (MAX_ITEM_LIST_LENGTH), got 99"),
         ("DiQDiff", "num_codes", 0, "num_codes: a positive int, got 0"),
         ("DiffDiv", "divergence", "kl", "divergence: one of beta, gamma, mse, got 'kl'"),
-        ("DiffRec2", "inference_step", 1000, "inference_step: an int in 0..999"),
+        ("DiffRec2", "inference_timestep", 1000, "inference_timestep: an int in 0..999"),
         ("DiffuASR", "hidden_size", 60, "hidden_size: a perfect square"),
         ("DiffRec", "sampling_steps", 41, "sampling_steps: an int in 0..40 (steps), got 41"),
         ("TDiffRec", "w_max", 0.01, "w_max: a number >= w_min (0.1), got 0.01"),

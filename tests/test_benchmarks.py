@@ -19,7 +19,8 @@ import yaml
 
 import run_recbole_diffusion
 from recbole_diffusion import Config, create_dataset
-from recbole_diffusion import compare as compare_module
+from recbole_diffusion.compare import CellScores, compare
+from recbole_diffusion.compare import run as compare_run
 from recbole_diffusion.config import RECBOLE_MODEL_PROPERTIES
 from recbole_diffusion.resources import model_yaml
 from recbole_diffusion.utils import get_model, is_plugin_model
@@ -193,15 +194,16 @@ def harness_configs(models, dataset, files, model_files, tmp_path, monkeypatch):
     """The config of each model as :func:`compare` builds it for the command, with training replaced by a stub."""
     configs = {}
 
-    def stub_train_and_score(config):
+    def stub_score_cell(config):
         configs[config["model"]] = config
         values = np.linspace(0.0, 1.0, 5)
         row = {config["valid_metric"].lower(): 0.5, "parameters": 1, "train_seconds_per_epoch": 1.0}
         per_user = {"user_id": np.arange(5), config["valid_metric"].lower(): values}
-        return {**row, "inference_users_per_second": 1.0, "peak_memory_mb": 1.0}, per_user, [], {"n_users": 5}
+        row = {**row, "inference_users_per_second": 1.0, "peak_memory_mb": 1.0}
+        return CellScores(row, per_user, [], {"n_users": 5})
 
-    monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
-    compare_module.compare(
+    monkeypatch.setattr(compare_run, "score_cell", stub_score_cell)
+    compare(
         models,
         dataset,
         config_file_list=[str(ROOT / name) for name in files],

@@ -8,22 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from recbole.evaluator.register import metrics_dict
-from recbole.trainer import Trainer
 from scipy import stats
 
 import run_recbole_diffusion
-from recbole_diffusion import Config, get_model
-from recbole_diffusion import compare as compare_module
+from recbole_diffusion import Config, get_model, get_trainer
 from recbole_diffusion.compare import (
     CHANCE_ROW,
     STEP_GRID_KEY,
+    CellScores,
     CompareInputError,
-    _checked_models,
-    _record_evaluation,
-    _test_inference_steps,
     best_baseline,
+    checked_models,
     compare,
     expected_random_metric,
     is_baseline,
@@ -31,7 +29,10 @@ from recbole_diffusion.compare import (
     paired_tests,
     plot_accuracy_vs_diversity,
     significance_table,
+    sweep_inference_steps,
 )
+from recbole_diffusion.compare import run as compare_run
+from recbole_diffusion.run_trainer import peak_memory_mb, reset_peak_memory, run_trainer_class
 from tests.conftest import N_ITEMS, build_model, markov_sequences, run_script, script_args
 from tests.sequential_configs import DREAMREC_SMALL
 
@@ -310,10 +311,13 @@ def test_inference_steps_csv_retests_only_the_diffusion_model_with_each_sampler(
     assert (report_dir / "ndcg_at_10_vs_inference_steps.png").stat().st_size > 10_000
 
 
-def test_sampler_sweep_runs_each_grid_entry_and_restores_the_trained_setting(data_path, tmp_path):
-    config_dict = {**compare_config(data_path, tmp_path), "inference_steps": 10, "inference_step_grid": [None, 7, 3]}
+def test_sampler_sweep_runs_each_grid_entry_reproducibly_and_keeps_the_trained_setting(data_path, tmp_path):
+    """Each grid entry scores every test batch with its sampler; a deterministic DDIM entry run twice gives the same
+    metrics; the model's own ``inference_steps`` is what it was."""
+    grid = [None, 7, 3, 3]
+    config_dict = {**compare_config(data_path, tmp_path), "inference_steps": 10, "inference_step_grid": grid}
     config, model, _, _, test_data = build_model("DreamRec", config_dict)
-    trainer = Trainer(config, model)
+    trainer = run_trainer_class(get_trainer(config["MODEL_TYPE"], "DreamRec"))(config, model)
     requested = []
     sample = model.diffusion.sample
 
@@ -322,19 +326,13 @@ def test_sampler_sweep_runs_each_grid_entry_and_restores_the_trained_setting(dat
         return sample(*args, num_inference_steps=num_inference_steps, **kwargs)
 
     model.diffusion.sample = recording_sample
-    rows = _test_inference_steps(trainer, test_data, _record_evaluation(trainer, None), config)
-    batches = len(requested) // 3
-    assert requested == [None] * batches + [7] * batches + [3] * batches
-    assert [(row["sampler"], row["steps"]) for row in rows] == [("DDPM", 50), ("DDIM", 7), ("DDIM", 3)]
+    rows = sweep_inference_steps(trainer, test_data, config)
+    batches = len(requested) // len(grid)
+    assert batches > 0 and requested == [steps for steps in [50, 7, 3, 3] for _ in range(batches)]  # 50: DDPM
+    assert [(row["sampler"], row["steps"]) for row in rows] == [("DDPM", 50), ("DDIM", 7), ("DDIM", 3), ("DDIM", 3)]
+    assert all(row["inference_users_per_second"] > 0 for row in rows)
+    assert rows[2]["ndcg@10"] == rows[3]["ndcg@10"] and rows[2]["hit@10"] == rows[3]["hit@10"]
     assert model.inference_steps == 10
-
-
-def test_deterministic_ddim_retest_is_reproducible(data_path, tmp_path):
-    config_dict = {**compare_config(data_path, tmp_path), "inference_step_grid": [5, 5]}
-    config, model, _, _, test_data = build_model("DreamRec", config_dict)
-    trainer = Trainer(config, model)
-    first, second = _test_inference_steps(trainer, test_data, _record_evaluation(trainer, None), config)
-    assert first["ndcg@10"] == second["ndcg@10"] and first["hit@10"] == second["hit@10"]
 
 
 def test_no_diversity_metric_means_no_plot(tmp_path):
@@ -368,10 +366,10 @@ def test_significance_table_pairs_by_user_id():
 
 
 def test_compare_adds_the_popularity_model_of_the_data_first_unless_named():
-    assert _checked_models("DreamRec,GRU4Rec") == ["SequentialPop", "DreamRec", "GRU4Rec"]
-    assert _checked_models(["DiffRec", "EASE"]) == ["Pop", "DiffRec", "EASE"]
-    assert _checked_models(["GRU4Rec", "SequentialPop"]) == ["GRU4Rec", "SequentialPop"]
-    assert _checked_models(["EASE", "Pop"]) == ["EASE", "Pop"]
+    assert checked_models("DreamRec,GRU4Rec") == ["SequentialPop", "DreamRec", "GRU4Rec"]
+    assert checked_models(["DiffRec", "EASE"]) == ["Pop", "DiffRec", "EASE"]
+    assert checked_models(["GRU4Rec", "SequentialPop"]) == ["GRU4Rec", "SequentialPop"]
+    assert checked_models(["EASE", "Pop"]) == ["EASE", "Pop"]
     assert all(is_baseline(name) for name in ["SequentialPop", "Pop", "SASRec", "EASE"])
     assert not any(is_baseline(name) for name in ["DreamRec", "DiffRec", "DiffuRec"])
 
@@ -431,10 +429,10 @@ def test_a_bad_grid_in_one_models_own_file_stops_the_run_before_any_training(dat
 
 
 def stub_scores(model, ndcg, chance):
-    """What ``_train_and_score`` returns, for a model whose four test users all score ``ndcg``."""
+    """What :func:`score_cell` returns, for a model whose four test users all score ``ndcg``."""
     row = {"ndcg@10": ndcg, "parameters": 1, "train_seconds_per_epoch": 1.0, "inference_users_per_second": 1.0}
     per_user = {"user_id": np.arange(4), "ndcg@10": np.full(4, ndcg)}
-    return {**row, "target_norm_ratio": np.nan, "peak_memory_mb": 1.0}, per_user, [], chance
+    return CellScores({**row, "target_norm_ratio": np.nan, "peak_memory_mb": 1.0}, per_user, [], chance)
 
 
 def test_one_sequential_model_is_compared_with_the_popularity_model_and_chance(data_path, tmp_path, monkeypatch):
@@ -442,11 +440,11 @@ def test_one_sequential_model_is_compared_with_the_popularity_model_and_chance(d
     level (averaged over the seeds) is marked † and ‡. Training is stubbed: only the harness is exercised."""
     chance_of_seed = {1: 0.25, 2: 0.15}  # mean 0.2, above GRU4Rec's 0.1 and below SequentialPop's 0.3
 
-    def stub_train_and_score(config):
+    def stub_score_cell(config):
         chance = {"n_users": 4, "ndcg@10": chance_of_seed[config["seed"]]}
         return stub_scores(config["model"], {"SequentialPop": 0.3, "GRU4Rec": 0.1}[config["model"]], chance)
 
-    monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
+    monkeypatch.setattr(compare_run, "score_cell", stub_score_cell)
     config = compare_config(data_path, tmp_path / "saved")
     report = compare(["GRU4Rec"], "markov", seeds=[1, 2], config_dict=config, output_dir=tmp_path / "results")
     assert list(pd.read_csv(report / "metrics.csv")["model"]) == ["SequentialPop", "GRU4Rec"] * 2
@@ -473,11 +471,11 @@ def test_model_config_files_reach_only_their_model_above_the_shared_files(data_p
     own = write_yaml(tmp_path / "dreamrec.yaml", {"learning_rate": 0.123, "train_batch_size": 64})
     configs = {}
 
-    def stub_train_and_score(config):
+    def stub_score_cell(config):
         configs[config["model"]] = config
         return stub_scores(config["model"], 0.5, {"n_users": 4, "ndcg@10": 0.1})
 
-    monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score)
+    monkeypatch.setattr(compare_run, "score_cell", stub_score_cell)
     config_dict = {**compare_config(data_path, tmp_path / "saved"), "train_batch_size": 256}
     report = compare(
         MODELS,
@@ -620,13 +618,12 @@ def test_model_config_files_flag_reaches_compare_and_a_single_run(tmp_path, monk
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-model CPU peaks need Linux /proc")
 def test_cpu_peak_memory_restarts_for_each_model():
-    from recbole_diffusion.compare import _peak_memory_mb, _reset_peak_memory
-
+    cpu = torch.device("cpu")
     block = np.ones(50 * 2**20)  # 400 MB, touched
-    peak_with_block = _peak_memory_mb(None)
+    peak_with_block = peak_memory_mb(cpu)
     del block
-    _reset_peak_memory(None)
-    assert _peak_memory_mb(None) < peak_with_block - 300
+    reset_peak_memory(cpu)
+    assert peak_memory_mb(cpu) < peak_with_block - 300
 
 
 def test_general_models_compare_against_pop_and_ease(general_config, tmp_path):

@@ -13,10 +13,11 @@ import torch
 from recbole.trainer import Trainer
 
 import run_recbole_diffusion
-from recbole_diffusion import compare as compare_module
-from recbole_diffusion.cells import BEST_CHECKPOINT, EPOCH_CHECKPOINT, RESULT, CellStore, checkpoint_in_cell
+from recbole_diffusion.cells import BEST_CHECKPOINT, EPOCH_CHECKPOINT, RESULT, CellStore
 from recbole_diffusion.cli import INTERRUPTED_STATUS
-from recbole_diffusion.compare import CompareInputError, _time_epochs, compare
+from recbole_diffusion.compare import CellScores, CompareInputError, compare
+from recbole_diffusion.compare import run as compare_run
+from recbole_diffusion.run_trainer import run_trainer_class
 from tests.conftest import SCRIPT, build_model, script_args
 from tests.test_compare import compare_config, report_bytes, write_yaml
 
@@ -142,22 +143,25 @@ def test_cell_interrupted_mid_training_continues_from_its_last_epoch(data_path, 
 
 def test_an_epoch_checkpoint_is_resumed_only_under_its_own_config(tiny_config, tmp_path, caplog):
     config, model, train_data, valid_data, _ = build_model("GRU4Rec", {**tiny_config, "epochs": 2})
-    trainer = Trainer(config, model)
-    checkpoint_in_cell(trainer, train_data, tmp_path, "config-a", _time_epochs(trainer))
+    trainer_class = run_trainer_class(Trainer)
+    best, last_epoch = tmp_path / BEST_CHECKPOINT, tmp_path / EPOCH_CHECKPOINT
+    trainer = trainer_class(config, model)
+    assert not trainer.keep_epoch_checkpoints(train_data, best, last_epoch, "config-a")
     trainer.fit(train_data, valid_data)  # the state after epoch 0 is saved at the start of epoch 1
-    assert (tmp_path / EPOCH_CHECKPOINT).exists() and (tmp_path / BEST_CHECKPOINT).exists()
-    same, seconds = Trainer(config, model), []
-    checkpoint_in_cell(same, train_data, tmp_path, "config-a", seconds)
-    assert same.start_epoch == 1 and len(seconds) == 1 and same.saved_model_file == str(tmp_path / BEST_CHECKPOINT)
-    other = Trainer(config, model)
-    checkpoint_in_cell(other, train_data, tmp_path, "config-b", [])
-    assert other.start_epoch == 0 and not (tmp_path / EPOCH_CHECKPOINT).exists()
+    assert last_epoch.exists() and best.exists() and len(trainer.epoch_seconds) == 2
+    same = trainer_class(config, model)
+    assert same.keep_epoch_checkpoints(train_data, best, last_epoch, "config-a")
+    assert same.start_epoch == 1 and same.epoch_seconds == trainer.epoch_seconds[:1]
+    assert same.saved_model_file == str(best)
+    other = trainer_class(config, model)
+    assert not other.keep_epoch_checkpoints(train_data, best, last_epoch, "config-b")
+    assert other.start_epoch == 0 and not last_epoch.exists()
     assert "belongs to another config: training starts again from epoch 0" in caplog.text
 
 
-def stub_train_and_score(calls):
-    """A stand-in for ``_train_and_score`` that records each cell it runs; its values depend on the model, the seed
-    and the learning rate."""
+def stub_score_cell(calls):
+    """A stand-in for :func:`recbole_diffusion.compare.score_cell` that records each cell it runs; its values depend
+    on the model, the seed and the learning rate."""
 
     def train_and_score(config):
         model, seed = config["model"], config["seed"]
@@ -171,7 +175,7 @@ def stub_train_and_score(calls):
             "inference_users_per_second": 1.0,
             "peak_memory_mb": 1.0,
         }
-        return row, {"user_id": np.arange(8), "ndcg@10": values}, [], {"n_users": 8, "ndcg@10": 0.1}
+        return CellScores(row, {"user_id": np.arange(8), "ndcg@10": values}, [], {"n_users": 8, "ndcg@10": 0.1})
 
     return train_and_score
 
@@ -180,7 +184,7 @@ def stub_train_and_score(calls):
 def stubbed(data_path, tmp_path, monkeypatch):
     """``(compare with fast settings into tmp_path, the list of cells it trained)``, training stubbed."""
     calls = []
-    monkeypatch.setattr(compare_module, "_train_and_score", stub_train_and_score(calls))
+    monkeypatch.setattr(compare_run, "score_cell", stub_score_cell(calls))
     config = compare_config(data_path, tmp_path / "saved")
 
     def run(output_dir="results", config_dict=None, **kwargs):

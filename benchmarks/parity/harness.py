@@ -28,7 +28,7 @@ from recbole.utils import init_seed
 
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer
 from recbole_diffusion.collapse import popularity_norm_ratio, training_target_counts
-from recbole_diffusion.compare import _time_epochs
+from recbole_diffusion.run_trainer import run_trainer_class
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("hit@10", "ndcg@10", "hit@20", "ndcg@20")
@@ -157,8 +157,8 @@ def run_plugin_side(config, train_data, test_data, seed, metrics=METRICS, scorin
     if hasattr(adapter, "evaluate"):
         raise ValueError(f"adapter {adapter.__name__}: evaluate needs a PluginRunner to score the plugin side alike")
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    seconds = _time_epochs(trainer)
+    trainer = run_trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]))(config, model)
+    seconds = trainer.epoch_seconds
     trainer.fit(train_data, valid_data=None, saved=False, show_progress=False)
 
     def scorer(interaction, dropout):
