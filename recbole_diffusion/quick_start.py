@@ -214,6 +214,7 @@ def _train_and_test_run(config, model_class, train_data, valid_data, test_data, 
     elif config["single_spec"]:
         best = checkpoint_file(config)
         checkpoints = best, epoch_checkpoint_of(best)
+    if checkpoints is not None:
         getLogger().info(f"an interrupted run continues with --resume={checkpoints[1]}")
     result, trainer = train_and_test(config, model_class, train_data, valid_data, test_data, saved, checkpoints, queue)
     if isinstance(trainer, RunTrainer) and trainer.epoch_checkpoint is not None:
