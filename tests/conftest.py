@@ -95,9 +95,18 @@ def count_calls_in_full_sort(model, module, test_data):
     return len(calls)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_session_argv():
+    """RecBole's Config reads every --key=value of sys.argv; pytest's own flags must not leak into it, also not in the
+    fixtures that train once for several tests (built before any test's own fixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["pytest"])
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_argv(monkeypatch):
-    """RecBole's Config reads every --key=value of sys.argv; pytest's own flags must not leak into it."""
+    """The same for each test: a test that sets sys.argv leaves it to itself."""
     monkeypatch.setattr(sys, "argv", ["pytest"])
 
 

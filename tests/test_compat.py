@@ -12,6 +12,7 @@ from recbole.utils import init_seed
 import recbole_diffusion
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer
 from recbole_diffusion.compat import plain_data
+from tests.conftest import FAST_SETTINGS
 
 
 def test_numpy2_aliases_let_config_build():
@@ -61,34 +62,41 @@ def test_pandas3_missing_values_are_filled(tmp_path):
     assert items.loc["i0", "brand"] == items.loc["i3", "brand"] != 0
 
 
-def _trained_trainer(tiny_config):
-    config = Config(
-        model="SASRec",
-        dataset="markov",
-        config_dict={**tiny_config, "n_layers": 1, "hidden_size": 16, "inner_size": 16, "epochs": 2},
-    )
+@pytest.fixture(scope="module")
+def trained_sasrec(data_path, tmp_path_factory):
+    """SASRec trained for two epochs on the markov data, its best checkpoint saved: read by the checkpoint tests."""
+    settings = {
+        **FAST_SETTINGS,
+        "data_path": data_path,
+        "checkpoint_dir": str(tmp_path_factory.mktemp("saved")),
+        "n_layers": 1,
+        "hidden_size": 16,
+        "inner_size": 16,
+        "epochs": 2,
+    }
+    config = Config(model="SASRec", dataset="markov", config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
     model = get_model("SASRec")(config, train_data._dataset)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.fit(train_data, valid_data, saved=True)
-    return config, trainer, train_data, test_data
+    return trainer, test_data
 
 
-def test_torch26_checkpoints_load_weights_only(tiny_config):
-    config, trainer, _, test_data = _trained_trainer(tiny_config)
+def test_torch26_checkpoints_load_weights_only(trained_sasrec, data_path):
+    trainer, test_data = trained_sasrec
     checkpoint = torch.load(trainer.saved_model_file, weights_only=True)
     assert checkpoint["config"]["model"] == "SASRec"
     assert checkpoint["config"]["MODEL_TYPE"] == "SEQUENTIAL"
-    assert checkpoint["config_overrides"]["data_path"] == tiny_config["data_path"]
+    assert checkpoint["config_overrides"]["data_path"] == data_path
     result = trainer.evaluate(test_data, load_best_model=True)
     assert set(result) == {"hit@10", "ndcg@10"}
     trainer.resume_checkpoint(trainer.saved_model_file)
     assert trainer.start_epoch == checkpoint["epoch"] + 1
 
 
-def test_load_data_and_model_rebuilds_the_run(tiny_config):
-    config, trainer, _, test_data = _trained_trainer(tiny_config)
+def test_load_data_and_model_rebuilds_the_run(trained_sasrec):
+    trainer, test_data = trained_sasrec
     _, model, _, _, _, reloaded_test = recbole_diffusion.load_data_and_model(trainer.saved_model_file)
     batch = next(iter(test_data))[0]
     model.eval()

@@ -9,11 +9,21 @@ from recbole.data.interaction import Interaction
 from tests.conftest import build_model
 from tests.sequential_configs import DDRM_SMALL
 
-pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
+
+@pytest.fixture(scope="module")
+def pretrain_dir(tmp_path_factory):
+    """One checkpoint_dir for the module: the backbone is pretrained once, then served from its cache (keyed by the
+    pretraining settings and the training split; the caller's random state is the same either way)."""
+    return str(tmp_path_factory.mktemp("ddrm_pretrain"))
 
 
-def test_the_backbone_stays_frozen(general_config):
-    config, model, train_data, _, _ = build_model("DDRM", {**general_config, **DDRM_SMALL})
+@pytest.fixture
+def ddrm_config(general_config, pretrain_dir):
+    return {**general_config, **DDRM_SMALL, "checkpoint_dir": pretrain_dir}
+
+
+def test_the_backbone_stays_frozen(ddrm_config):
+    config, model, train_data, _, _ = build_model("DDRM", ddrm_config)
     assert config["train_neg_sample_args"]["distribution"] == "uniform"  # BPR with RecBole's negatives
     backbone = model.item_embedding.clone()
     assert not any(parameter is model.item_embedding for parameter in model.parameters())
@@ -23,8 +33,8 @@ def test_the_backbone_stays_frozen(general_config):
     assert torch.equal(model.item_embedding, backbone)
 
 
-def test_loss_is_weighted_bpr_plus_reconstruction(general_config):
-    _, model, _, _, _ = build_model("DDRM", {**general_config, **DDRM_SMALL, "alpha": 0.3, "beta": 2.0})
+def test_loss_is_weighted_bpr_plus_reconstruction(ddrm_config):
+    _, model, _, _, _ = build_model("DDRM", {**ddrm_config, "alpha": 0.3, "beta": 2.0})
     model.eval()  # no dropout, so the same seed gives the same denoised embeddings
     batch = Interaction(
         {"user_id": torch.tensor([1, 2, 3]), "item_id": torch.tensor([4, 5, 6]), "neg_item_id": torch.tensor([7, 8, 9])}
@@ -39,8 +49,8 @@ def test_loss_is_weighted_bpr_plus_reconstruction(general_config):
     torch.testing.assert_close(loss, expected)
 
 
-def test_inference_runs_the_item_denoiser_for_sampling_steps(general_config):
-    _, model, _, _, test_data = build_model("DDRM", {**general_config, **DDRM_SMALL, "steps": 8, "sampling_steps": 3})
+def test_inference_runs_the_item_denoiser_for_sampling_steps(ddrm_config):
+    _, model, _, _, test_data = build_model("DDRM", {**ddrm_config, "steps": 8, "sampling_steps": 3})
     model.eval()
     calls = []
     model.item_denoiser.register_forward_hook(lambda *args: calls.append(1))
@@ -49,21 +59,21 @@ def test_inference_runs_the_item_denoiser_for_sampling_steps(general_config):
     assert calls == [1, 1, 1]
 
 
-def test_given_embedding_files_are_used_and_validated(general_config, tmp_path):
-    _, model, train_data, _, _ = build_model("DDRM", {**general_config, **DDRM_SMALL})
+def test_given_embedding_files_are_used_and_validated(ddrm_config, tmp_path):
+    _, model, train_data, _, _ = build_model("DDRM", ddrm_config)
     dataset = train_data._dataset
     items, users = tmp_path / "items.npy", tmp_path / "users.npy"
     np.save(items, model.item_embedding[1:].numpy())
     np.save(users, model.user_embedding.numpy())
     _, from_files, _, _, _ = build_model(
-        "DDRM", {**general_config, **DDRM_SMALL, "item_emb_path": str(items), "user_emb_path": str(users)}
+        "DDRM", {**ddrm_config, "item_emb_path": str(items), "user_emb_path": str(users)}
     )
     assert torch.equal(from_files.item_embedding, model.item_embedding)
     with pytest.raises(ValueError, match="user embeddings"):
-        build_model("DDRM", {**general_config, **DDRM_SMALL, "item_emb_path": str(items)})
+        build_model("DDRM", {**ddrm_config, "item_emb_path": str(items)})
     np.save(users, np.zeros((dataset.user_num + 3, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="user embedding file"):
-        build_model("DDRM", {**general_config, **DDRM_SMALL, "item_emb_path": str(items), "user_emb_path": str(users)})
+        build_model("DDRM", {**ddrm_config, "item_emb_path": str(items), "user_emb_path": str(users)})
 
 
 @pytest.mark.parametrize(
@@ -77,6 +87,6 @@ def test_given_embedding_files_are_used_and_validated(general_config, tmp_path):
         ("pretrain_backbone", "NGCF", "pretrain_backbone"),
     ],
 )
-def test_bad_config_is_rejected(general_config, key, value, message):
+def test_bad_config_is_rejected(ddrm_config, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DDRM", {**general_config, **DDRM_SMALL, key: value})
+        build_model("DDRM", {**ddrm_config, key: value})

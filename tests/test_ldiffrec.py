@@ -9,12 +9,19 @@ import torch
 from tests.conftest import build_model
 from tests.sequential_configs import LDIFFREC_SMALL
 
-pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
+
+@pytest.fixture(scope="module")
+def pretrain_dir(tmp_path_factory):
+    """One checkpoint_dir for the tests that need a pretrained backbone but not its caching: it is pretrained once,
+    then served from the cache (keyed by the pretraining settings and the training split)."""
+    return str(tmp_path_factory.mktemp("ldiffrec_pretrain"))
 
 
 @pytest.mark.parametrize("model_name", ["LDiffRec", "LTDiffRec"])
-def test_clusters_hold_every_item_once_and_the_latent_adds_up(general_config, model_name):
-    config, model, _, _, _ = build_model(model_name, {**general_config, **LDIFFREC_SMALL})
+def test_clusters_hold_every_item_once_and_the_latent_adds_up(general_config, pretrain_dir, model_name):
+    config, model, _, _, _ = build_model(
+        model_name, {**general_config, **LDIFFREC_SMALL, "checkpoint_dir": pretrain_dir}
+    )
     assert sorted(torch.cat(model.cluster_items).tolist()) == list(range(1, model.n_items))  # every item, once
     assert sum(sizes[0] for sizes in model.latent_sizes) == config["in_dims"][0]
 
@@ -48,12 +55,13 @@ def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp
         build_model("LDiffRec", {**general_config, **LDIFFREC_SMALL, "item_emb_path": str(bad_file)})
 
 
-def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config):
+def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config, pretrain_dir):
     _, model, train_data, _, _ = build_model(
         "LDiffRec",
         {
             **general_config,
             **LDIFFREC_SMALL,
+            "checkpoint_dir": pretrain_dir,
             "anneal_steps": 10,
             "lamda": 0.03,
             "anneal_cap": 0.005,
