@@ -4,10 +4,24 @@ and DiQDiff): the rate per epoch, resuming from a checkpoint, off by default, ba
 import pytest
 
 from recbole_diffusion import get_trainer
-from tests.conftest import build_model
+from tests.conftest import build_model, markov_sequences, write_atomic_inter
 from tests.sequential_configs import DIFFUREC_SMALL, DREAMREC_SMALL
 
 DECAY = {"lr_step_size": 2, "lr_gamma": 0.5, "learning_rate": 0.01}
+
+
+@pytest.fixture(scope="module")
+def few_users_path(tmp_path_factory):
+    """The markov data of 20 users: one batch an epoch (the rate is set per epoch, whatever an epoch holds)."""
+    folder = tmp_path_factory.mktemp("few_users")
+    sequences = markov_sequences()
+    write_atomic_inter(folder, "markov", {user: sequences[user] for user in range(20)})
+    return str(folder)
+
+
+@pytest.fixture
+def lr_config(tiny_config, few_users_path):
+    return {**tiny_config, "data_path": few_users_path}
 
 
 def trainer_for(name, config_dict):
@@ -20,8 +34,8 @@ def current_lr(trainer):
     return rate
 
 
-def test_rate_of_each_epoch_is_the_step_decay(tiny_config):
-    _, trainer, train_data, _ = trainer_for("DiffuRec", {**tiny_config, **DIFFUREC_SMALL, **DECAY})
+def test_rate_of_each_epoch_is_the_step_decay(lr_config):
+    _, trainer, train_data, _ = trainer_for("DiffuRec", {**lr_config, **DIFFUREC_SMALL, **DECAY})
     rates = []
     for epoch in range(5):
         trainer._train_epoch(train_data, epoch)
@@ -29,8 +43,8 @@ def test_rate_of_each_epoch_is_the_step_decay(tiny_config):
     assert rates == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])  # StepLR(step_size=2, gamma=0.5)
 
 
-def test_resumed_run_continues_the_schedule(tiny_config):
-    config_dict = {**tiny_config, **DIFFUREC_SMALL, **DECAY}
+def test_resumed_run_continues_the_schedule(lr_config):
+    config_dict = {**lr_config, **DIFFUREC_SMALL, **DECAY}
     _, trainer, train_data, valid_data = trainer_for("DiffuRec", config_dict)
     for epoch in range(3):
         trainer._train_epoch(train_data, epoch)
@@ -42,14 +56,14 @@ def test_resumed_run_continues_the_schedule(tiny_config):
     assert current_lr(resumed) == pytest.approx(0.0025)
 
 
-def test_off_by_default_on_for_the_official_models(tiny_config):
-    config, trainer, train_data, _ = trainer_for("DreamRec", {**tiny_config, **DREAMREC_SMALL})
+def test_off_by_default_on_for_the_official_models(lr_config):
+    config, trainer, train_data, _ = trainer_for("DreamRec", {**lr_config, **DREAMREC_SMALL})
     assert config["lr_step_size"] is None and trainer.lr_decay is None
     for epoch in range(3):
         trainer._train_epoch(train_data, epoch)
     assert current_lr(trainer) == config["learning_rate"]
     for name in ("DiffuRec", "DiQDiff"):  # the official StepLR(100, 0.1)
-        _, trainer, _, _ = trainer_for(name, tiny_config)
+        _, trainer, _, _ = trainer_for(name, lr_config)
         assert trainer.lr_decay == (100, 0.1)
         assert trainer.epoch_learning_rate(99) == trainer.learning_rate
         assert trainer.epoch_learning_rate(100) == pytest.approx(0.1 * trainer.learning_rate)
@@ -66,6 +80,6 @@ def test_off_by_default_on_for_the_official_models(tiny_config):
         ({"lr_step_size": 2, "lr_gamma": None}, "lr_gamma"),
     ],
 )
-def test_bad_values_are_rejected_naming_the_key(tiny_config, settings, key):
+def test_bad_values_are_rejected_naming_the_key(lr_config, settings, key):
     with pytest.raises(ValueError, match=key):
-        trainer_for("DreamRec", {**tiny_config, **DREAMREC_SMALL, **settings})
+        trainer_for("DreamRec", {**lr_config, **DREAMREC_SMALL, **settings})
