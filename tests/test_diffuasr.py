@@ -184,6 +184,26 @@ def test_cf_training_official_loss_is_on_the_guided_combination_dropout_loss_on_
     assert loss(cf_training="dropout", guidance_weight=3.0)[0] == dropout
 
 
+def test_training_timesteps_come_in_antithetic_pairs(tiny_config):
+    """As the official DiffusionModel.forward: steps t for the first batch // 2 + 1 rows, T - 1 - t for the rest."""
+    _, model, _, _, _ = build_model("DiffuASR", {**tiny_config, **DIFFUASR_SMALL})
+    seen = []
+    model.unet.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[1].clone()))
+    batch_size, steps, first = 7, model.diffusion.num_steps, 7 // 2 + 1
+    interaction = Interaction(
+        {
+            diffuasr_augment.AUG_ITEMS: torch.randint(1, 10, (batch_size, DIFFUASR_SMALL["aug_num"])),
+            model.ITEM_SEQ: torch.randint(1, 10, (batch_size, model.max_seq_length)),
+        }
+    )
+    torch.manual_seed(0)
+    model.calculate_loss(interaction)
+    timesteps = seen[0]  # the conditional U-Net pass; the unconditional one gets the same steps
+    assert timesteps.shape == (batch_size,) and torch.equal(seen[1], timesteps)
+    assert torch.equal(timesteps[first:], steps - 1 - timesteps[: batch_size - first])
+    assert ((timesteps >= 0) & (timesteps < steps)).all()
+
+
 @pytest.mark.parametrize("cf_training", ["official", "dropout"])
 def test_both_cf_trainings_run_both_stages(tiny_config, cf_training):
     config = {**tiny_config, **DIFFUASR_SMALL, "aug_epochs": 1, "epochs": 1, "cf_training": cf_training}
