@@ -63,6 +63,20 @@ def build_model(model_name, config_dict, dataset="markov"):
     return config, model, train_data, valid_data, test_data
 
 
+def training_dataset(model_name, config_dict, dataset="markov"):
+    """The training split's dataset of ``model_name`` on one of the synthetic datasets (no model built)."""
+    config = Config(model=model_name, dataset=dataset, config_dict=config_dict)
+    return data_preparation(config, create_dataset(config))[0]._dataset
+
+
+def model_on(dataset, model_name, config_dict):
+    """``model_name`` built from ``config_dict`` on an already built training ``dataset``: a check of a configuration
+    (the model's constructor validates it) without preparing the data again."""
+    config = Config(model=model_name, dataset=dataset.dataset_name, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    return get_model(model_name)(config, dataset)
+
+
 def run_script(tmp_path, *args):
     """``run_recbole_diffusion.py`` with ``args`` in a subprocess working in ``tmp_path``."""
     return subprocess.run(
@@ -153,6 +167,18 @@ def general_data_path(tmp_path_factory):
     write_atomic_inter(folder, "random_distinct", random_distinct_sequences())
     write_untimed_inter(folder, "no_time", markov_sequences())
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def sequential_dataset(data_path):
+    """The markov training data as the sequential models see it with ``FAST_SETTINGS``, built once (model_on)."""
+    return training_dataset("DreamRec", {**FAST_SETTINGS, "data_path": data_path})
+
+
+@pytest.fixture(scope="session")
+def general_dataset(general_data_path):
+    """The general models' markov training data with ``FAST_SETTINGS``, built once (model_on)."""
+    return training_dataset("DiffRec", {**FAST_SETTINGS, "data_path": general_data_path})
 
 
 @pytest.fixture

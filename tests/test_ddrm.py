@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
-from tests.conftest import build_model
+from tests.conftest import build_model, model_on
 from tests.sequential_configs import DDRM_SMALL
 
 
@@ -87,6 +87,6 @@ def test_given_embedding_files_are_used_and_validated(ddrm_config, tmp_path):
         ("pretrain_backbone", "NGCF", "pretrain_backbone"),
     ],
 )
-def test_bad_config_is_rejected(ddrm_config, key, value, message):
+def test_bad_config_is_rejected(ddrm_config, general_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DDRM", {**ddrm_config, key: value})
+        model_on(general_dataset, "DDRM", {**ddrm_config, key: value})

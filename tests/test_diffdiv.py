@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recbole_diffusion.model.sequential_recommender.diffdiv import beta_cross_entropy, gamma_cross_entropy
-from tests.conftest import build_model
+from tests.conftest import build_model, model_on
 from tests.sequential_configs import DIFFDIV_SMALL
 
 
@@ -85,6 +85,6 @@ def test_robust_divergence_down_weights_outliers():
         ("beta_schedule", "foo", "schedule"),
     ],
 )
-def test_bad_config_is_rejected(tiny_config, key, value, message):
+def test_bad_config_is_rejected(tiny_config, sequential_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DiffDiv", {**tiny_config, **DIFFDIV_SMALL, key: value})
+        model_on(sequential_dataset, "DiffDiv", {**tiny_config, **DIFFDIV_SMALL, key: value})

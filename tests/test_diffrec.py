@@ -12,7 +12,7 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
 from recbole_diffusion import Config
-from tests.conftest import build_model
+from tests.conftest import build_model, model_on
 from tests.sequential_configs import DIFFREC_SMALL
 
 pytest_plugins = ["tests.general_data"]  # fixtures general_config, general_data_path
@@ -147,6 +147,6 @@ def test_no_dense_user_item_matrix(general_config):
         ("TDiffRec", "w_min", 2.0, "w_min"),
     ],
 )
-def test_bad_config_is_rejected(general_config, model_name, key, value, message):
+def test_bad_config_is_rejected(general_config, general_dataset, model_name, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model(model_name, {**general_config, **DIFFREC_SMALL, key: value})
+        model_on(general_dataset, model_name, {**general_config, **DIFFREC_SMALL, key: value})

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recbole_diffusion.model.layers import sinusoidal_embedding
-from tests.conftest import build_model
+from tests.conftest import build_model, model_on
 from tests.sequential_configs import DIFFREC2_SMALL
 
 
@@ -83,6 +83,6 @@ def test_history_is_not_noised(tiny_config):
         ("hidden_size", 31, "hidden_size"),
     ],
 )
-def test_bad_config_is_rejected(tiny_config, key, value, message):
+def test_bad_config_is_rejected(tiny_config, sequential_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DiffRec2", {**tiny_config, **DIFFREC2_SMALL, key: value})
+        model_on(sequential_dataset, "DiffRec2", {**tiny_config, **DIFFREC2_SMALL, key: value})

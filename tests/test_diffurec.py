@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import N_ITEMS, build_model, count_calls_in_full_sort
+from tests.conftest import N_ITEMS, build_model, count_calls_in_full_sort, model_on
 from tests.sequential_configs import DIFFUREC_SMALL
 
 
@@ -40,7 +40,6 @@ def test_predict_matches_full_sort_scores(tiny_config):
     torch.manual_seed(3)
     scores = model.predict(batch)
     torch.testing.assert_close(scores, full_scores.gather(1, batch[model.ITEM_ID][:, None]).squeeze(1))
-
 
 
 def loss_and_scores(model, train_data, test_data):
@@ -79,6 +78,7 @@ def test_official_query_mask_changes_padded_training_batches_only(tiny_config):
     assert abs(results["keys"][0].item() - results["queries"][0].item()) > 1e-3
     torch.testing.assert_close(results["keys"][1], results["queries"][1], rtol=0, atol=0)
 
+
 @pytest.mark.parametrize(
     "key, value, message",
     [
@@ -91,6 +91,6 @@ def test_official_query_mask_changes_padded_training_batches_only(tiny_config):
         ("attention_mask", "padding", "attention_mask"),
     ],
 )
-def test_bad_config_is_rejected(tiny_config, key, value, message):
+def test_bad_config_is_rejected(tiny_config, sequential_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DiffuRec", {**tiny_config, **DIFFUREC_SMALL, key: value})
+        model_on(sequential_dataset, "DiffuRec", {**tiny_config, **DIFFUREC_SMALL, key: value})

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recbole_diffusion.diffusion import right_angle_noise_scale
-from tests.conftest import build_model
+from tests.conftest import build_model, model_on
 from tests.sequential_configs import DIMEREC_SMALL
 
 
@@ -69,6 +69,6 @@ def test_inference_denoiser_calls(tiny_config, inference_steps, calls):
         ("beta_schedule", "foo", "schedule"),
     ],
 )
-def test_bad_config_is_rejected(tiny_config, key, value, message):
+def test_bad_config_is_rejected(tiny_config, sequential_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DimeRec", {**tiny_config, **DIMEREC_SMALL, key: value})
+        model_on(sequential_dataset, "DimeRec", {**tiny_config, **DIMEREC_SMALL, key: value})

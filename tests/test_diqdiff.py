@@ -4,7 +4,7 @@ Training, learnability, save / load and reproducibility are in test_sequential_m
 import pytest
 import torch
 
-from tests.conftest import build_model, count_calls_in_full_sort
+from tests.conftest import build_model, count_calls_in_full_sort, model_on
 from tests.sequential_configs import DIQDIFF_SMALL
 
 
@@ -102,6 +102,6 @@ def test_denoiser_is_diffurecs_transformer_with_the_chosen_mask(tiny_config):
         ("n_heads", 3, "n_heads"),
     ],
 )
-def test_bad_config_is_rejected(tiny_config, key, value, message):
+def test_bad_config_is_rejected(tiny_config, sequential_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DiQDiff", {**tiny_config, **DIQDIFF_SMALL, key: value})
+        model_on(sequential_dataset, "DiQDiff", {**tiny_config, **DIQDIFF_SMALL, key: value})

@@ -3,7 +3,7 @@ Training, learnability, save / load and reproducibility are in test_sequential_m
 
 import pytest
 
-from tests.conftest import build_model, count_calls_in_full_sort
+from tests.conftest import build_model, count_calls_in_full_sort, model_on
 from tests.sequential_configs import DREAMREC_SMALL
 
 
@@ -17,6 +17,6 @@ def test_ddim_inference_steps(tiny_config):
     "key, value, message",
     [("denoiser_type", "unet", "denoiser_type"), ("p_uncond", 1.0, "p_uncond"), ("beta_schedule", "foo", "schedule")],
 )
-def test_bad_config_is_rejected(tiny_config, key, value, message):
+def test_bad_config_is_rejected(tiny_config, sequential_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("DreamRec", {**tiny_config, **DREAMREC_SMALL, key: value})
+        model_on(sequential_dataset, "DreamRec", {**tiny_config, **DREAMREC_SMALL, key: value})

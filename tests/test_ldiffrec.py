@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import build_model
+from tests.conftest import build_model, model_on
 from tests.sequential_configs import LDIFFREC_SMALL
 
 
@@ -100,6 +100,6 @@ def test_time_aware_model_needs_timestamps(general_config):
         ("noise_schedule", "binomial", "noise_schedule"),
     ],
 )
-def test_bad_config_is_rejected(general_config, key, value, message):
+def test_bad_config_is_rejected(general_config, general_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        build_model("LDiffRec", {**general_config, **LDIFFREC_SMALL, key: value})
+        model_on(general_dataset, "LDiffRec", {**general_config, **LDIFFREC_SMALL, key: value})

@@ -21,7 +21,7 @@ from recbole.utils import init_seed
 
 from recbole_diffusion import get_model, get_trainer, resources
 from recbole_diffusion.model.sampling import ReverseChainSampling
-from tests.conftest import FAST_SETTINGS, N_ITEMS, build_model
+from tests.conftest import FAST_SETTINGS, N_ITEMS, build_model, model_on
 from tests.general_data import RANDOM_DISTINCT_CHANCE
 from tests.sequential_configs import (
     DDRM_SMALL,
@@ -68,9 +68,9 @@ MODEL_CASES = [
     ModelCase("DiffDiv", {**DIFFDIV_SMALL, "learning_rate": 0.01}, epochs=4),
     ModelCase("DiffRec", DIFFREC_FAST, epochs=4, general=True),
     ModelCase("TDiffRec", DIFFREC_FAST, epochs=4, general=True),
-    ModelCase("LDiffRec", LDIFFREC_SMALL, epochs=10, general=True),
-    ModelCase("LTDiffRec", LDIFFREC_SMALL, epochs=10, general=True, min_hit=0.7),  # chance: 0.20
-    ModelCase("DDRM", DDRM_SMALL, epochs=5, general=True),
+    ModelCase("LDiffRec", {**LDIFFREC_SMALL, "learning_rate": 0.01}, epochs=6, general=True),
+    ModelCase("LTDiffRec", {**LDIFFREC_SMALL, "learning_rate": 0.01}, epochs=6, general=True, min_hit=0.7),
+    ModelCase("DDRM", {**DDRM_SMALL, "pretrain_epochs": 10}, epochs=5, general=True),
 ]
 
 
@@ -233,6 +233,10 @@ REVERSE_CHAIN_CASES = [case for case in MODEL_CASES if issubclass(get_model(case
 
 @pytest.mark.parametrize("case", REVERSE_CHAIN_CASES, ids=lambda case: case.id)
 @pytest.mark.parametrize("inference_steps", [0, 10_000, 2.5, True])
-def test_bad_inference_steps_are_rejected_when_the_model_is_built(tiny_config, case, inference_steps):
+def test_bad_inference_steps_are_rejected_when_the_model_is_built(
+    tiny_config, sequential_dataset, case, inference_steps
+):
     with pytest.raises(ValueError, match="inference_steps: an int in 1.."):
-        build_model(case.name, {**tiny_config, **case.small_config, "inference_steps": inference_steps})
+        model_on(
+            sequential_dataset, case.name, {**tiny_config, **case.small_config, "inference_steps": inference_steps}
+        )
