@@ -296,7 +296,7 @@ def test_sample_keeps_gradients():
     scale = torch.tensor(0.5, requires_grad=True)
     out = diffusion.sample(lambda x, t: scale * x, (3, 2), "cpu", num_inference_steps=3)
     out.sum().backward()
-    assert scale.grad is not None
+    assert scale.grad != 0  # the output depends on the denoiser through the kept graph
 
 
 def test_guided_output():
