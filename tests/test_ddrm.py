@@ -19,7 +19,8 @@ def pretrain_dir(tmp_path_factory):
 
 @pytest.fixture
 def ddrm_config(general_config, pretrain_dir):
-    return {**general_config, **DDRM_SMALL, "checkpoint_dir": pretrain_dir}
+    # one pretraining epoch: these tests need a frozen backbone, not a good one
+    return {**general_config, **DDRM_SMALL, "pretrain_epochs": 1, "checkpoint_dir": pretrain_dir}
 
 
 def test_the_backbone_stays_frozen(ddrm_config):

@@ -9,6 +9,8 @@ import torch
 from tests.conftest import build_model, model_on
 from tests.sequential_configs import LDIFFREC_SMALL
 
+LDIFFREC_TEST = {**LDIFFREC_SMALL, "pretrain_epochs": 1}  # these tests need a backbone, not a good one
+
 
 @pytest.fixture(scope="module")
 def pretrain_dir(tmp_path_factory):
@@ -20,18 +22,18 @@ def pretrain_dir(tmp_path_factory):
 @pytest.mark.parametrize("model_name", ["LDiffRec", "LTDiffRec"])
 def test_clusters_hold_every_item_once_and_the_latent_adds_up(general_config, pretrain_dir, model_name):
     config, model, _, _, _ = build_model(
-        model_name, {**general_config, **LDIFFREC_SMALL, "checkpoint_dir": pretrain_dir}
+        model_name, {**general_config, **LDIFFREC_TEST, "checkpoint_dir": pretrain_dir}
     )
     assert sorted(torch.cat(model.cluster_items).tolist()) == list(range(1, model.n_items))  # every item, once
     assert sum(sizes[0] for sizes in model.latent_sizes) == config["in_dims"][0]
 
 
 def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp_path):
-    config, model, train_data, _, _ = build_model("LDiffRec", {**general_config, **LDIFFREC_SMALL})
+    config, model, train_data, _, _ = build_model("LDiffRec", {**general_config, **LDIFFREC_TEST})
     cached = [name for name in os.listdir(config["checkpoint_dir"]) if name.startswith("markov-LightGCN")]
     assert len(cached) == 1
     _, again, _, _, _ = build_model(
-        "LDiffRec", {**general_config, **LDIFFREC_SMALL}
+        "LDiffRec", {**general_config, **LDIFFREC_TEST}
     )  # from the cache: same clusters and weights
     assert torch.equal(again.item_cluster, model.item_cluster)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
@@ -42,7 +44,7 @@ def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp
     good_file = tmp_path / "item_emb.npy"
     np.save(good_file, embeddings)
     _, from_file, _, _, _ = build_model(
-        "LDiffRec", {**general_config, **LDIFFREC_SMALL, "item_emb_path": str(good_file)}
+        "LDiffRec", {**general_config, **LDIFFREC_TEST, "item_emb_path": str(good_file)}
     )
     first_half = from_file.item_cluster[1 : (n_items - 1) // 2 + 1]
     assert (first_half == first_half[0]).all() and not (
@@ -52,7 +54,7 @@ def test_pretraining_is_cached_and_a_given_file_is_validated(general_config, tmp
     bad_file = tmp_path / "bad.npy"
     np.save(bad_file, np.zeros((n_items + 5, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="item embedding file"):
-        build_model("LDiffRec", {**general_config, **LDIFFREC_SMALL, "item_emb_path": str(bad_file)})
+        build_model("LDiffRec", {**general_config, **LDIFFREC_TEST, "item_emb_path": str(bad_file)})
 
 
 def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config, pretrain_dir):
@@ -60,7 +62,7 @@ def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config, pretrai
         "LDiffRec",
         {
             **general_config,
-            **LDIFFREC_SMALL,
+            **LDIFFREC_TEST,
             "checkpoint_dir": pretrain_dir,
             "anneal_steps": 10,
             "lamda": 0.03,
@@ -81,7 +83,7 @@ def test_lamda_is_annealed_per_epoch_and_beta_per_update(general_config, pretrai
 def test_time_aware_model_needs_timestamps(general_config):
     config = {
         **general_config,
-        **LDIFFREC_SMALL,
+        **LDIFFREC_TEST,
         "load_col": {"inter": ["user_id", "item_id"]},
         "eval_args": {"order": "RO"},
     }
@@ -102,4 +104,4 @@ def test_time_aware_model_needs_timestamps(general_config):
 )
 def test_bad_config_is_rejected(general_config, general_dataset, key, value, message):
     with pytest.raises(ValueError, match=message):
-        model_on(general_dataset, "LDiffRec", {**general_config, **LDIFFREC_SMALL, key: value})
+        model_on(general_dataset, "LDiffRec", {**general_config, **LDIFFREC_TEST, key: value})
