@@ -42,8 +42,8 @@ def popular_config(tiny_config, popular_data_path):
         **tiny_config,
         **DREAMREC_SMALL,
         "data_path": popular_data_path,
-        "epochs": 5,
-        "learning_rate": 0.02,
+        "epochs": 3,
+        "learning_rate": 0.04,
         "train_batch_size": 32,
         "eval_step": 0,  # the check follows each training epoch; nothing here reads a validation
     }
@@ -68,14 +68,14 @@ def test_collapsing_run_warns_once(popular_config, caplog):
     with caplog.at_level(logging.INFO):
         trainer.fit(train_data, valid_data, saved=False)
     ratio = trainer.collapse_monitor.last_ratio
-    assert ratio < 0.4  # measured: 0.77, 0.58, 0.44, 0.35, ... over the epochs
+    assert ratio < 0.4  # measured: 0.57, 0.35, 0.25 over the epochs (below the threshold twice, warned once)
     assert ratio == pytest.approx(target_norm_ratio(model, train_data._dataset))
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     collapse_warnings = [message for message in warnings if "embedding collapse" in message]
     assert len(collapse_warnings) == 1
     assert collapse_warnings[0].startswith("DreamRec: embedding collapse")
     assert "detach_target" in collapse_warnings[0] and "item_emb_path" in collapse_warnings[0]
-    assert sum("target embedding norm ratio" in record.getMessage() for record in caplog.records) == 5
+    assert sum("target embedding norm ratio" in record.getMessage() for record in caplog.records) == 3
 
 
 def test_detached_target_run_stays_healthy(popular_config, caplog):
@@ -85,7 +85,7 @@ def test_detached_target_run_stays_healthy(popular_config, caplog):
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     with caplog.at_level(logging.INFO):
         trainer.fit(train_data, valid_data, saved=False)
-    assert trainer.collapse_monitor.last_ratio > 0.9  # measured: about 1.01 throughout
+    assert trainer.collapse_monitor.last_ratio > 0.9  # measured: 1.02, 1.01, 0.995
     assert not any("embedding collapse" in record.getMessage() for record in caplog.records)
 
 
