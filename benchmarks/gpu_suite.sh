@@ -16,8 +16,9 @@
 #   bash benchmarks/gpu_suite.sh            # on a GPU machine; benchmarks/gpu_prepare.sh stages what it lacks
 #   bash benchmarks/gpu_suite.sh --smoke    # the same steps with tiny budgets, on the CPU (minutes)
 #
-# --smoke: every step on ml-100k (the general step with properties/protocol/general.yaml), one epoch, tiny sizes
-# (benchmarks/gpu-smoke.yaml), one seed, results in GPU_SUITE_OUTPUT (default: a new temporary folder).
+# --smoke: every step on ml-100k (the general step with properties/protocol/general.yaml), one epoch, tiny sizes and
+# only the users with at most 30 ratings (benchmarks/gpu-smoke.yaml), one seed, results in GPU_SUITE_OUTPUT (default:
+# a new temporary folder).
 # GPU_SUITE_SEQUENTIAL_MODELS / GPU_SUITE_GENERAL_MODELS replace the model lists (the tests use short ones).
 set -uo pipefail
 cd "$(dirname "$0")/.."
