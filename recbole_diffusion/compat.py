@@ -39,6 +39,8 @@
   number of batches and the popularity order was lost; it now counts every occurrence. (RecBole's default negative
   sampling also put one random item per interaction into the counts: the plugin's ``properties/model/Pop.yaml``
   turns it off.)
+* RecBole's ``sine.py`` switches torch's anomaly mode on for the whole process when it is imported (with the first
+  RecBole sequential model); the package is imported once at start and the mode left as it was.
 """
 
 import contextlib
@@ -286,6 +288,20 @@ def restore_dok_update():
         scipy.sparse.dok_matrix._update = lambda matrix, entries: matrix._dict.update(entries)
 
 
+def import_sequential_models_without_anomaly_mode():
+    """Import RecBole's sequential models and leave torch's anomaly mode as it was.
+
+    ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` when it is
+    imported, that is when a RecBole sequential model (SASRec, GRU4Rec, ...) is first resolved, e.g. by a comparison.
+    From then on every training step of the process, the plugin's models' included, recorded a stack trace for each
+    autograd node and checked each backward output for NaN: slower training, and a comparison's efficiency figures
+    measured in a mode that a single run of the same model did not have.
+    """
+    enabled, check_nan = torch.is_anomaly_enabled(), torch.is_anomaly_check_nan_enabled()
+    importlib.import_module("recbole.model.sequential_recommender")
+    torch.autograd.set_detect_anomaly(enabled, check_nan)
+
+
 def apply():
     """Apply every repair once; later calls do nothing."""
     global _applied
@@ -317,6 +333,7 @@ def apply():
     trainer_module.DistributedDataParallel = _distributed_data_parallel
     hyper_tuning_module.np = _numpy_for_recbole_hyper_tuning()
     restore_dok_update()
+    import_sequential_models_without_anomaly_mode()
     for module_name in _MODULES_USING_ENSURE_DIR:
         importlib.import_module(module_name).ensure_dir = ensure_dir
     _applied = True
