@@ -2,7 +2,9 @@
 against scipy, the chance levels against Monte Carlo, the marks of the table, input errors."""
 
 import inspect
+import logging
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ from recbole_diffusion.compare import (
 )
 from recbole_diffusion.compare import run as compare_run
 from recbole_diffusion.run_trainer import peak_memory_mb, reset_peak_memory, run_trainer_class
-from tests.conftest import N_ITEMS, build_model, markov_sequences, run_script, script_args
+from tests.conftest import N_ITEMS, build_model, markov_sequences, script_args
 from tests.sequential_configs import DREAMREC_SMALL
 
 MODELS = ["DreamRec", "GRU4Rec"]
@@ -520,18 +522,33 @@ def test_sampled_evaluation_is_refused(data_path, tmp_path):
         compare(["GRU4Rec"], "markov", config_dict=config, output_dir=tmp_path / "results")
 
 
-def test_script_compares_a_comma_list_of_models(data_path, tmp_path):
+def test_script_compares_a_comma_list_of_models(data_path, tmp_path, monkeypatch):
+    """The script's main in the process, working in ``tmp_path`` (a killed comparison in test_compare_resume runs the
+    script as a process). The root logger starts without handlers, as in a process of its own: RecBole's
+    ``init_logger`` (``logging.basicConfig``) attaches no file handler to a root that holds pytest's."""
     write_yaml(tmp_path / "dreamrec.yaml", {STEP_GRID_KEY: []})  # a relative path, from the working directory
-    completed = run_script(
-        tmp_path,
+    arguments = [
         "--model=DreamRec,GRU4Rec",
         "--dataset=markov",
         f"--output_dir={tmp_path / 'results'}",
         *script_args(data_path, tmp_path),
         "--diffusion_steps=20",
         "--model_config_files=DreamRec:dreamrec.yaml",
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    ]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["run_recbole_diffusion.py", *arguments])
+    root = logging.getLogger()
+    pytest_handlers = list(root.handlers)
+    for handler in pytest_handlers:
+        root.removeHandler(handler)
+    try:
+        assert run_recbole_diffusion.main(arguments) == 0
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in pytest_handlers:
+            root.addHandler(handler)
     (report,) = (tmp_path / "results" / "markov").iterdir()
     metrics = pd.read_csv(report / "metrics.csv", keep_default_na=False)
     assert list(metrics["model"]) == ["SequentialPop", "DreamRec", "GRU4Rec"] and set(metrics["seed"]) == {2020}
