@@ -278,14 +278,21 @@ def test_model_file_holds_only_its_models_keys(model_file):
             assert "# (" in line, f"{model_file.name}: uncommented line {line!r}"
 
 
-@pytest.fixture(scope="module")
-def built_datasets():
-    """Datasets already built in this module, by their filtering, so that protocols sharing one are built once."""
-    return {}
+FILTERING = ("load_col", "rm_dup_inter", "val_interval", "user_inter_num_interval", "item_inter_num_interval")
+_FILTERED_DATASETS = {}
+
+
+def filtered_dataset(config):
+    """``create_dataset(config)``, built once per test session for each data folder, dataset, model type and
+    filtering: the protocols and dataset configs that filter alike share one (test_config.py uses it too)."""
+    key = (config["data_path"], config["dataset"], config["MODEL_TYPE"], repr([config[name] for name in FILTERING]))
+    if key not in _FILTERED_DATASETS:
+        _FILTERED_DATASETS[key] = create_dataset(config)
+    return _FILTERED_DATASETS[key]
 
 
 @pytest.mark.parametrize("protocol, dataset, counts, split", DATASET_ROWS)
-def test_dataset_sizes_match_the_readme(protocol, dataset, counts, split, built_datasets, tmp_path):
+def test_dataset_sizes_match_the_readme(protocol, dataset, counts, split, tmp_path):
     """Users, items and interactions after filtering (and, where documented, the train / valid / test sizes)."""
     if not (SHARED_DATASETS / dataset).is_dir():
         pytest.skip("shared/datasets is not beside the checkout")
@@ -298,14 +305,8 @@ def test_dataset_sizes_match_the_readme(protocol, dataset, counts, split, built_
         config_file_list=[str(path)],
         config_dict={"data_path": str(SHARED_DATASETS), "checkpoint_dir": str(tmp_path), "state": "WARNING"},
     )
-    filtering = ("load_col", "rm_dup_inter", "val_interval", "user_inter_num_interval", "item_inter_num_interval")
-    key = (dataset, config["MODEL_TYPE"], repr([config[name] for name in filtering]))
-    if split:  # build() below changes the dataset in place, so this one is not shared
-        built = create_dataset(config)
-    else:
-        if key not in built_datasets:
-            built_datasets[key] = create_dataset(config)
-        built = built_datasets[key]
+    # build() below changes the dataset in place, so a dataset that is split is not shared
+    built = create_dataset(config) if split else filtered_dataset(config)
     assert [built.user_num - 1, built.item_num - 1, built.inter_num] == counts
     if split:
         assert [len(part) for part in built.build()] == split
