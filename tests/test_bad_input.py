@@ -192,7 +192,7 @@ def test_checkpoint_names_are_unique_per_process_and_run(tiny_config):
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_metrics(tiny_config, tmp_path, monkeypatch):
-    settings = {**tiny_config, **DREAMREC_SMALL, "epochs": 4, "learning_rate": 0.0003}  # Hit@10 below 1
+    settings = {**tiny_config, **DREAMREC_SMALL, "epochs": 3, "learning_rate": 0.0003}  # Hit@10 below 1
     settings["checkpoint_dir"] = str(tmp_path / "saved")
     uninterrupted = run("DreamRec", "markov", config_dict={**settings, "checkpoint_dir": str(tmp_path / "whole")})
     trainer_class = get_trainer(None, "DreamRec")
