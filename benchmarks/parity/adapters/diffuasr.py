@@ -63,9 +63,12 @@ steps, eta 0, linear betas ``1000 / T * (1e-4 ... 0.02)``. The plugin side is th
 loop (``diffuasr_augment.fit_generator``; its epochs are timed together, seconds per epoch = total / epochs).
 
 Not the same on both sides: the DDIM grid (official 800, 600, 400, 200, 0, i.e. ``range(0, T, T // 5)`` reversed;
-plugin ``linspace(T - 1, 0, 5)``), the training steps (official antithetic pairs ``t``, ``T - 1 - t``; plugin
-uniform), the random initial values (same schemes, modules built in another order) and the official table's two
-rows that never train (its trainable but masked padding row, the mask-token row).
+plugin ``linspace(T - 1, 0, 5)``), the random initial values (same schemes, modules built in another order; the
+attention's q, k, v are one 1 x 1 convolution in the plugin), the random streams (batch order, steps, noise, dropout),
+the float32 rounding of the guided combination (official ``cond + w (cond - uncond)``, plugin ``(1 + w) cond -
+w uncond``) and the official table's two rows that never train (its trainable but masked padding row, the mask-token
+row). The training steps are the official antithetic pairs ``t``, ``T - 1 - t`` on both sides (the plugin drew them
+uniformly before; see ``benchmarks/parity/README.md`` for what that changed).
 """
 
 import contextlib
