@@ -262,3 +262,11 @@ def test_presplit_benchmark_files_keep_each_history_length(tiny_config, tmp_path
     for part, built in zip(PRESPLIT_HISTORIES, parts):
         lengths = [len(history) for history in PRESPLIT_HISTORIES[part]]
         assert built.inter_feat[built.item_list_length_field].tolist() == lengths
+
+
+def test_a_recbole_sequential_model_leaves_anomaly_mode_off():
+    """RecBole's sine.py switches torch's anomaly mode on at import: every later backward pass would run slowly."""
+    from recbole.model.sequential_recommender import sine
+
+    assert sine.SINE is get_model("SINE")
+    assert not torch.is_anomaly_enabled()

@@ -7,8 +7,15 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_diffusion import Config, create_dataset, data_preparation, get_model, run_recbole_diffusion
-from recbole_diffusion.model.sequential_recommender import diffuasr, diffuasr_augment
+from recbole_diffusion import (
+    Config,
+    create_dataset,
+    data_preparation,
+    diffuasr_augment,
+    get_model,
+    run_recbole_diffusion,
+)
+from recbole_diffusion.model.sequential_recommender import diffuasr
 from tests.conftest import build_model, count_calls_in_full_sort, random_sequences, write_atomic_inter
 
 DIFFUASR_SMALL = {

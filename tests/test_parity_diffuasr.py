@@ -19,8 +19,8 @@ from torch import nn
 
 from benchmarks.parity import harness, run_parity
 from benchmarks.parity.adapters import diffuasr
+from recbole_diffusion.diffuasr_augment import fit_generator, user_sequences
 from recbole_diffusion.model.sequential_recommender.diffuasr import ResidualBlock
-from recbole_diffusion.model.sequential_recommender.diffuasr_augment import fit_generator, user_sequences
 from tests.conftest import markov_sequences
 
 OFFICIAL_DIR = os.environ.get("PARITY_OFFICIAL_DIFFUASR")
@@ -217,9 +217,7 @@ class FakeGenerator:
 
     def make_trainloader(self):
         guidance, targets = official_pairs(self.train.values(), self.args.aug_num, self.args.max_len)
-        data = torch.utils.data.TensorDataset(
-            torch.tensor(guidance), torch.zeros(len(guidance)), torch.tensor(targets)
-        )
+        data = torch.utils.data.TensorDataset(torch.tensor(guidance), torch.zeros(len(guidance)), torch.tensor(targets))
         return torch.utils.data.DataLoader(data, batch_size=self.args.train_batch_size, shuffle=True, drop_last=True)
 
 

@@ -31,8 +31,8 @@ PADDING_ITEM = 0
 
 
 def without_padding_item(scores):
-    """``scores`` ``[batch, n_items]`` with the padding item at ``-inf``, so that it is never recommended."""
-    scores[:, PADDING_ITEM] = -torch.inf
+    """``scores`` ``[..., n_items]`` with the padding item at ``-inf``, so that it is never recommended."""
+    scores[..., PADDING_ITEM] = -torch.inf
     return scores
 
 

@@ -89,7 +89,7 @@ from recbole.utils import init_seed
 from benchmarks.parity.adapters import diffurec
 from benchmarks.parity.official_code import checked_snapshot
 from recbole_diffusion import get_model
-from recbole_diffusion.model.sequential_recommender.diffuasr_augment import fit_generator
+from recbole_diffusion.diffuasr_augment import fit_generator
 
 MODEL = "DiffuASR"
 OFFICIAL_REPOSITORY = "liuqidong07/DiffuASR"
@@ -300,7 +300,7 @@ class PluginRunner:
     def generation_scores(self, guidance):
         """Cosine rounding scores ``[batch, aug_num, n_items]`` of the embeddings generated for ``guidance``."""
         self.model.eval()
-        return self.model.rounding_scores(self.model.generate_embeddings(guidance.to(self.device))).cpu()
+        return self.model.rounding_scores(self.model.generate(self.model.forward(guidance.to(self.device)))).cpu()
 
     @torch.no_grad()
     def denoising_loss(self, targets, guidance, timesteps, noise):

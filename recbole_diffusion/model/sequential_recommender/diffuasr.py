@@ -19,7 +19,7 @@ This class is the stage-1 network (``calculate_loss`` is the denoising loss, ``f
 rounding scores of the pseudo item right before the history); as a :class:`recbole_diffusion.two_stage.TwoStageModel`
 it tells the quick start to run :meth:`DiffuASR.prepare_stage_two` instead of training it as a recommender. The data
 plumbing of both stages (training-split sequences, stage-1 loop, generation, atomic files) is in
-``diffuasr_augment.py``.
+``recbole_diffusion/diffuasr_augment.py``.
 
 Config keys (defaults and comments in ``properties/model/DiffuASR.yaml``):
     backbone, aug_num, augmented_data_path, hidden_size, unet_channels, unet_channel_mult, unet_res_blocks,
@@ -60,17 +60,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import (
-    GaussianDiffusion,
-    betas_from_config,
-    check_betas_config,
-    drop_condition,
-    guided_output,
-)
-from recbole_diffusion.diffusion.gaussian import check_inference_steps
+from recbole_diffusion import diffuasr_augment
+from recbole_diffusion.diffuasr_augment import AUG_ITEMS
+from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config, drop_condition, guided_output
 from recbole_diffusion.model.layers import sinusoidal_embedding
-from recbole_diffusion.model.sequential_recommender import diffuasr_augment
-from recbole_diffusion.model.sequential_recommender.diffuasr_augment import AUG_ITEMS
+from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.two_stage import TwoStageModel, is_two_stage
 from recbole_diffusion.utils import get_model, register_model
 from recbole_diffusion.validation import ConfigError, is_positive_int, number, one_of, positive_int, probability
@@ -202,7 +196,7 @@ class SequentialUNet(nn.Module):
 
 
 @register_model
-class DiffuASR(TwoStageModel, SequentialRecommender):
+class DiffuASR(ReverseChainSampling, TwoStageModel, SequentialRecommender):
     input_type = InputType.POINTWISE
 
     @classmethod
@@ -239,7 +233,7 @@ class DiffuASR(TwoStageModel, SequentialRecommender):
         number("guidance_weight", config["guidance_weight"])
         number("ddim_eta", config["ddim_eta"], 0)
         check_betas_config(config)
-        check_inference_steps(config["inference_steps"], config["diffusion_steps"])
+        cls.check_sampling_config(config, config["diffusion_steps"])
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -250,7 +244,6 @@ class DiffuASR(TwoStageModel, SequentialRecommender):
         self.cf_training = config["cf_training"]
         self.p_uncond = config["p_uncond"]
         self.guidance_weight = config["guidance_weight"]
-        self.inference_steps = config["inference_steps"]
         self.ddim_eta = config["ddim_eta"]
         channels = config["unet_channels"]
         channel_mult = list(config["unet_channel_mult"])
@@ -260,7 +253,8 @@ class DiffuASR(TwoStageModel, SequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
         self.unet = SequentialUNet(self.aug_num, self.hidden_size, channels, channel_mult, res_blocks, dropout)
-        self.diffusion = GaussianDiffusion(betas_from_config(config), prediction_type="eps")
+        self.diffusion = diffusion_from_config(config, prediction_type="eps")
+        self.init_sampling(config)
 
     def forward(self, item_seq):
         """The guidance vector: the sum of the embeddings of the guiding items, ``[batch, hidden]``."""
@@ -297,34 +291,33 @@ class DiffuASR(TwoStageModel, SequentialRecommender):
         return F.mse_loss(self.unet(noisy, timesteps, guidance), noise)
 
     @torch.no_grad()
-    def generate_embeddings(self, item_seq):
-        """DDIM (or DDPM) from noise to the M pseudo item embeddings ``[batch, M, hidden]``."""
-        guidance = self.forward(item_seq)
+    def generate(self, guidance, num_inference_steps=None):
+        """DDIM (or DDPM) from noise to the M pseudo item embeddings ``[batch, M, hidden]`` under ``guidance``."""
 
         def denoiser(noisy, timesteps):
             return self.denoise(noisy, timesteps, guidance)
 
-        shape = (item_seq.size(0), self.aug_num, self.hidden_size)
-        return self.diffusion.sample(
-            denoiser, shape, item_seq.device, num_inference_steps=self.inference_steps, eta=self.ddim_eta
-        )
+        shape = (guidance.size(0), self.aug_num, self.hidden_size)
+        steps = self.sampler_steps(num_inference_steps)
+        return self.diffusion.sample(denoiser, shape, guidance.device, num_inference_steps=steps, eta=self.ddim_eta)
 
     def rounding_scores(self, embeddings):
-        """Cosine similarity of generated embeddings ``[..., hidden]`` with every item; the padding item -inf."""
+        """Cosine similarity of generated embeddings ``[..., hidden]`` with every item, the padding item excluded."""
         scores = F.normalize(embeddings, dim=-1) @ F.normalize(self.item_embedding.weight, dim=-1).t()
-        scores[..., 0] = -torch.inf
-        return scores
+        return without_padding_item(scores)
 
-    def generate(self, item_seq):
+    def pseudo_items(self, item_seq):
         """The M pseudo items ``[batch, M]`` (in order, the last one right before the history) for each history."""
-        return self.rounding_scores(self.generate_embeddings(item_seq)).argmax(dim=-1)
+        return self.rounding_scores(self.generate(self.forward(item_seq))).argmax(dim=-1)
 
-    def predict(self, interaction):
-        return self.full_sort_predict(interaction).gather(1, interaction[self.ITEM_ID][:, None]).squeeze(1)
+    def predict(self, interaction, num_inference_steps=None):
+        scores = self.full_sort_predict(interaction, num_inference_steps)
+        return scores.gather(1, interaction[self.ITEM_ID][:, None]).squeeze(1)
 
-    def full_sort_predict(self, interaction):
+    def full_sort_predict(self, interaction, num_inference_steps=None):
         """Scores of every item as the pseudo item just before the history (the last of the M generated)."""
-        return self.rounding_scores(self.generate_embeddings(interaction[self.ITEM_SEQ])[:, -1])
+        generated = self.generate(self.forward(interaction[self.ITEM_SEQ]), num_inference_steps)
+        return self.rounding_scores(generated[:, -1])
 
     @classmethod
     def prepare_stage_two(cls, config, dataset, train_data, valid_data, test_data):

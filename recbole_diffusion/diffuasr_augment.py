@@ -126,7 +126,7 @@ def augment(model, training_sequences, batch_size):
     device = model.item_embedding.weight.device
     guidance = _pad(training_sequences, model.max_seq_length)
     batches = [
-        model.generate(guidance[start : start + batch_size].to(device)).cpu()
+        model.pseudo_items(guidance[start : start + batch_size].to(device)).cpu()
         for start in range(0, len(guidance), batch_size)
     ]
     return torch.cat(batches).tolist()
