@@ -99,4 +99,6 @@ def spherical_sample(
             diffusion, model_output, x_t, t, t_prev, eta=eta, generator=generator, noise_scale=noise_scale
         )
 
-    return diffusion.sample(denoise_fn, shape, device, num_inference_steps, x_T=x_T, generator=generator, step=step)
+    return diffusion.sample(
+        denoise_fn, shape, device, num_inference_steps=num_inference_steps, x_T=x_T, generator=generator, step=step
+    )
