@@ -58,6 +58,15 @@ def load_embedding_file(path, n_rows, what="item"):
     return matrix
 
 
+def whiten_embeddings(rows, epsilon=1e-7):
+    """``rows`` ``[n, d]`` centred, rotated onto the eigenvectors of their covariance and each coordinate divided by
+    ``sqrt(eigenvalue + epsilon)`` (PreferDiff's whitening of text embeddings): the result has zero mean and, where
+    the rows span ``d`` dimensions, identity covariance. Computed in float64, returned in the dtype of ``rows``."""
+    centred = rows.double() - rows.double().mean(dim=0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(centred.T))
+    return (centred @ eigenvectors / torch.sqrt(eigenvalues + epsilon)).to(rows.dtype)
+
+
 def _train_backbone(config, dataset, backbone, embedding_size, epochs, learning_rate, batch_size):
     """Train RecBole's LightGCN (or a plain MF) with BPR and uniform negatives on ``dataset``: (users, items)."""
     from recbole.model.general_recommender import LightGCN

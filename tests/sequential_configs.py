@@ -1,6 +1,7 @@
 """Small, fast hyper-parameters of each diffusion model, shared by its own tests and tests/test_models.py."""
 
 DREAMREC_SMALL = {"hidden_size": 32, "inner_size": 32, "diffusion_steps": 50}
+PREFERDIFF_SMALL = {"hidden_size": 32, "inner_size": 32, "diffusion_steps": 50, "learning_rate": 0.005}
 DIFFUREC_SMALL = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "n_heads": 2}
 DIFFREC2_SMALL = {"hidden_size": 32, "inner_size": 64, "diffusion_steps": 50, "learning_rate": 0.005}
 DIMEREC_SMALL = {"hidden_size": 32, "denoiser_hidden_size": 64, "diffusion_steps": 50, "n_negatives": 20}
