@@ -2,8 +2,10 @@
 
 RecBole picks a dataset class by ``<model name>Dataset`` and a train loader from a table of model names
 (``DiffRec``, ``LDiffRec``, ``MultiVAE``, ...). For RecBole's own models these functions keep RecBole's choice;
-for plugin models they read the class: ``type`` picks the dataset class, and ``train_batch_by_user = True``
-picks RecBole's ``UserDataLoader`` (one row per user, as auto-encoder style models need).
+for plugin models they read the class: ``type`` picks the dataset class unless the class names its own
+``dataset_class`` (:class:`LastPrefixDataset` for the models that train on every position of a history at once), and
+``train_batch_by_user = True`` picks RecBole's ``UserDataLoader`` (one row per user, as auto-encoder style models
+need).
 """
 
 import os
@@ -12,6 +14,7 @@ import urllib.error
 from logging import getLogger
 
 import pandas as pd
+import torch
 from recbole.data import utils as recbole_data_utils
 from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader, UserDataLoader
 from recbole.data.dataset import Dataset, SequentialDataset
@@ -21,6 +24,24 @@ from recbole_diffusion.atomic_files import DataFileError, check_atomic_files, ch
 from recbole_diffusion.utils import get_model, is_plugin_model
 
 _DATASET_CLASS_BY_TYPE = {ModelType.GENERAL: Dataset, ModelType.SEQUENTIAL: SequentialDataset}
+
+
+class LastPrefixDataset(SequentialDataset):
+    """RecBole's sequential dataset whose training split keeps one row per user: the longest prefix (the last
+    ``MAX_ITEM_LIST_LENGTH`` training items before the user's last training item, and that item).
+
+    For a model that predicts the next item at every position of a history in one pass (ADRec's official training
+    data), the shorter prefixes RecBole's augmentation adds are the same targets again. Validation and test rows are
+    RecBole's.
+    """
+
+    def build(self):
+        train, valid, test = super().build()
+        users = train.inter_feat[train.uid_field]
+        is_last_row = torch.ones(len(users), dtype=torch.bool)
+        is_last_row[:-1] = users[1:] != users[:-1]  # rows of a user are consecutive and in time order
+        train.inter_feat = train.inter_feat[torch.nonzero(is_last_row).squeeze(1)]
+        return [train, valid, test]
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -1,13 +1,16 @@
-"""Pretrained collaborative embeddings for the models that need them (L-DiffRec's item clusters, DDRM's backbone),
-and k-means clusters of items on them.
+"""Pretrained embeddings for the models that need them (L-DiffRec's item clusters, DDRM's backbone, ADRec's item
+table), and k-means clusters of items on them.
 
 :func:`pretrained_embeddings` returns user and item embeddings of a RecBole LightGCN (or MF) trained with BPR on
 the model's own training split, inside the same command: from a given file, else from a cache under
 ``checkpoint_dir``, else by training and caching. A given file is checked against the dataset's counts.
+:func:`pretrained_next_item_embeddings` returns the item table of a causal Transformer trained to predict the next
+item at every position of the training histories (ADRec's pretraining stage), cached the same way.
 """
 
 import copy
 import hashlib
+import math
 import os
 from logging import getLogger
 
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 from scipy.cluster.vq import kmeans2
+from torch import nn
 
 from recbole_diffusion.validation import ConfigError, is_int, number, one_of, positive_int
 
@@ -174,3 +178,111 @@ def cluster_items(config, item_embeddings, n_clusters):
     if (sizes == 0).any():
         raise ValueError(f"k-means left a cluster empty (sizes {sizes.tolist()}); use a smaller n_cate")
     return torch.cat([torch.tensor([-1]), torch.from_numpy(labels).long()])
+
+
+def check_next_item_pretrain_config(config):
+    """Check the ``pretrain_*`` keys of :func:`pretrained_next_item_embeddings`."""
+    positive_int("pretrain_epochs", config["pretrain_epochs"])
+    number("pretrain_learning_rate", config["pretrain_learning_rate"], 0, low_open=True)
+    positive_int("pretrain_batch_size", config["pretrain_batch_size"])
+
+
+class NextItemTransformer(nn.Module):
+    """ADRec's pretraining network (the official ``--model pretrain``): item embeddings, LayerNorm, dropout and a
+    :class:`~recbole_diffusion.model.layers.CausalTransformer`, no position embeddings; every weight matrix
+    ``N(0, 0.1)``, biases 0. ``loss(item_seq, targets)`` is the cross-entropy of the next item at every position
+    whose target is not padding."""
+
+    def __init__(self, config, n_items):
+        super().__init__()
+        from recbole_diffusion.model.layers import CausalTransformer
+
+        hidden_size = config["hidden_size"]
+        self.item_embedding = nn.Embedding(n_items, hidden_size, padding_idx=0)
+        self.layer_norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(config["emb_dropout_prob"])
+        self.transformer = CausalTransformer(
+            hidden_size,
+            config["n_layers"],
+            config["n_heads"],
+            config["inner_size"],
+            config["hidden_dropout_prob"],
+            config["layer_norm_eps"],
+        )
+        for name, parameter in self.named_parameters():
+            if parameter.dim() == 2:
+                nn.init.normal_(parameter, std=0.1)
+            elif name.endswith("bias") and "norm" not in name:
+                nn.init.zeros_(parameter)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def loss(self, item_seq, targets):
+        hidden = self.transformer(self.dropout(self.layer_norm(self.item_embedding(item_seq))))
+        real = targets > 0
+        return nn.functional.cross_entropy(hidden[real] @ self.item_embedding.weight.t(), targets[real])
+
+
+def pretrained_next_item_embeddings(config, dataset):
+    """The item table ``[n_items, hidden_size]`` of a :class:`NextItemTransformer` trained on ``dataset``'s training
+    rows (``item_id_list``, ``item_length``, ``item_id``) for ``pretrain_epochs`` epochs: Adam with
+    ``pretrain_learning_rate`` and ``weight_decay``, batches of ``pretrain_batch_size`` rows, the learning rate
+    annealed per epoch over ``lr_cosine_epochs`` (when set) as in ADRec's official loop. Cached under
+    ``checkpoint_dir`` by settings and training data; the caller's random state is left as it was."""
+    from recbole_diffusion.model.layers import next_item_targets
+
+    keys = (
+        "hidden_size",
+        "n_layers",
+        "n_heads",
+        "inner_size",
+        "hidden_dropout_prob",
+        "emb_dropout_prob",
+        "layer_norm_eps",
+        "pretrain_epochs",
+        "pretrain_learning_rate",
+        "pretrain_batch_size",
+        "weight_decay",
+        "lr_cosine_epochs",
+        "MAX_ITEM_LIST_LENGTH",
+        "seed",
+    )
+    name = "-".join([dataset.dataset_name, "NextItem", *(str(config[key]) for key in keys), _fingerprint(dataset)])
+    cache = os.path.join(config["checkpoint_dir"], name + ".pth")
+    if os.path.isfile(cache):
+        getLogger().info(f"Loaded pretrained next-item embeddings from {cache}")
+        return torch.load(cache, weights_only=True)
+    features = dataset.inter_feat
+    list_field = dataset.iid_field + config["LIST_SUFFIX"]
+    item_seq = features[list_field].to(config["device"])
+    targets = next_item_targets(item_seq, features[config["ITEM_LIST_LENGTH_FIELD"]], features[dataset.iid_field])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config["seed"])
+        network = NextItemTransformer(config, dataset.item_num).to(config["device"])
+        optimizer = torch.optim.Adam(
+            network.parameters(), lr=config["pretrain_learning_rate"], weight_decay=config["weight_decay"]
+        )
+        generator = torch.Generator(device="cpu").manual_seed(config["seed"])
+        batch_size, epochs = config["pretrain_batch_size"], config["pretrain_epochs"]
+        period = config["lr_cosine_epochs"]
+        network.train()
+        for epoch in range(epochs):
+            if period:
+                for group in optimizer.param_groups:
+                    group["lr"] = config["pretrain_learning_rate"] * (1.0 + math.cos(math.pi * epoch / period)) / 2.0
+            order = torch.randperm(len(item_seq), generator=generator).to(item_seq.device)
+            total = 0.0
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                optimizer.zero_grad()
+                loss = network.loss(item_seq[index], targets[index])
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+            if epoch % 10 == 0 or epoch == epochs - 1:
+                getLogger().info(f"next-item pretraining epoch {epoch}: cross-entropy {total:.4f}")
+    item_embeddings = network.item_embedding.weight.detach().cpu()
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
+    torch.save(item_embeddings, cache)
+    getLogger().info(f"Saved pretrained next-item embeddings to {cache}")
+    return item_embeddings

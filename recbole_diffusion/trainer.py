@@ -5,6 +5,7 @@ leaves the training's random stream alone.
 :func:`stop_on_non_finite_values` gives any RecBole trainer (the plugin's runs use it for every model) a stop at the
 first NaN or infinite loss and at NaN scores."""
 
+import math
 from contextlib import contextmanager
 from functools import partial
 
@@ -18,6 +19,7 @@ from recbole_diffusion.validation import InputError, is_positive_int
 
 LR_STEP_SIZE_KEY = "lr_step_size"
 LR_GAMMA_KEY = "lr_gamma"
+LR_COSINE_EPOCHS_KEY = "lr_cosine_epochs"
 
 
 class NonFiniteError(InputError):
@@ -81,13 +83,27 @@ def step_decay(config):
     return step_size, float(gamma)
 
 
+def cosine_epochs(config):
+    """The period ``T_max`` in epochs of the cosine annealing set by ``lr_cosine_epochs``, or ``None`` when it is
+    ``~`` or absent; refused beside a step decay."""
+    epochs = config[LR_COSINE_EPOCHS_KEY] if LR_COSINE_EPOCHS_KEY in config else None
+    if epochs is None:
+        return None
+    if not is_positive_int(epochs):
+        raise ValueError(f"{LR_COSINE_EPOCHS_KEY} must be a positive int (epochs) or ~ (no annealing), got {epochs!r}")
+    if step_decay(config) is not None:
+        raise ValueError(f"{LR_COSINE_EPOCHS_KEY} and {LR_STEP_SIZE_KEY}: set one learning-rate schedule, not both")
+    return epochs
+
+
 class DiffusionTrainer(Trainer):
     """RecBole's ``Trainer`` with three additions.
 
-    Learning-rate step decay (PyTorch's ``StepLR`` stepped once per epoch, as in DiffuRec's and DiQDiff's official
-    code): epoch ``e`` (from 0) trains at ``learning_rate * lr_gamma ** (e // lr_step_size)``; ``lr_step_size: ~``
-    (the default) keeps the rate constant. The rate is set from the epoch index at the start of every epoch, so a run
-    resumed from a RecBole checkpoint continues the schedule where it stopped.
+    A learning-rate schedule stepped once per epoch: the step decay of PyTorch's ``StepLR`` (DiffuRec's and DiQDiff's
+    official code), epoch ``e`` (from 0) trains at ``learning_rate * lr_gamma ** (e // lr_step_size)``; or the cosine
+    annealing of ``CosineAnnealingLR`` (ADRec's official code), ``learning_rate * (1 + cos(pi e / lr_cosine_epochs)) /
+    2``. Both keys ``~`` (the default) keep the rate constant. The rate is set from the epoch index at the start of
+    every epoch, so a run resumed from a RecBole checkpoint continues the schedule where it stopped.
 
     After each training epoch the model's target embedding table (if it declares one) is checked for embedding
     collapse, with the threshold ``collapse_norm_ratio`` (absent from a plain RecBole config: no check).
@@ -101,19 +117,22 @@ class DiffusionTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.lr_decay = step_decay(config)
+        self.lr_cosine_epochs = cosine_epochs(config)
         threshold = config[CONFIG_KEY] if CONFIG_KEY in config else None
         self.collapse_monitor = CollapseMonitor(model, threshold)
         self.valid_inference_steps = valid_inference_steps(config) if isinstance(model, ReverseChainSampling) else None
 
     def epoch_learning_rate(self, epoch_idx):
-        """The learning rate of epoch ``epoch_idx`` (from 0) under the step decay."""
+        """The learning rate of epoch ``epoch_idx`` (from 0) under the schedule."""
+        if self.lr_cosine_epochs is not None:
+            return self.learning_rate * (1.0 + math.cos(math.pi * epoch_idx / self.lr_cosine_epochs)) / 2.0
         if self.lr_decay is None:
             return self.learning_rate
         step_size, gamma = self.lr_decay
         return self.learning_rate * gamma ** (epoch_idx // step_size)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self.lr_decay is not None:
+        if self.lr_decay is not None or self.lr_cosine_epochs is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.epoch_learning_rate(epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

@@ -39,3 +39,15 @@ DDRM_SMALL = {
     "sampling_steps": 5,
     "dims_dnn": [64],
 }
+ADREC_SMALL = {
+    "hidden_size": 32,
+    "inner_size": 64,
+    "n_layers": 1,
+    "denoiser_layers": 1,
+    "n_heads": 2,
+    "diffusion_steps": 8,
+    "pretrain_epochs": 5,
+    "freeze_epochs": 1,
+    "train_batch_size": 64,
+    "learning_rate": 0.005,
+}

@@ -1,5 +1,8 @@
-"""The learning-rate step decay of DiffusionTrainer (``lr_step_size`` / ``lr_gamma``, the official StepLR of DiffuRec
-and DiQDiff): the rate per epoch, resuming from a checkpoint, off by default, bad values."""
+"""The learning-rate schedules of DiffusionTrainer: the step decay (``lr_step_size`` / ``lr_gamma``, the official
+StepLR of DiffuRec and DiQDiff) and the cosine annealing (``lr_cosine_epochs``, ADRec's official CosineAnnealingLR):
+the rate per epoch, resuming from a checkpoint, off by default, bad values."""
+
+import math
 
 import pytest
 
@@ -69,6 +72,23 @@ def test_off_by_default_on_for_the_official_models(lr_config):
         assert trainer.epoch_learning_rate(100) == pytest.approx(0.1 * trainer.learning_rate)
 
 
+def test_rate_of_each_epoch_is_the_cosine_annealing(lr_config):
+    cosine = {"lr_cosine_epochs": 4, "learning_rate": 0.01}
+    _, trainer, train_data, _ = trainer_for("DreamRec", {**lr_config, **DREAMREC_SMALL, **cosine})
+    rates = []
+    for epoch in range(5):
+        trainer._train_epoch(train_data, epoch)
+        rates.append(current_lr(trainer))
+    expected = [0.01 * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in range(5)]  # CosineAnnealingLR(T_max=4)
+    assert rates == pytest.approx(expected) and rates[-1] == pytest.approx(0.0)
+
+
+def test_cosine_annealing_is_adrecs_default(lr_config):
+    _, trainer, _, _ = trainer_for("ADRec", {**lr_config, "pretrain_epochs": 1, "hidden_size": 16, "inner_size": 32})
+    assert trainer.lr_cosine_epochs == 500 and trainer.lr_decay is None
+    assert trainer.epoch_learning_rate(250) == pytest.approx(trainer.learning_rate / 2)
+
+
 @pytest.mark.parametrize(
     "settings, key",
     [
@@ -78,6 +98,8 @@ def test_off_by_default_on_for_the_official_models(lr_config):
         ({"lr_step_size": 2, "lr_gamma": 0.0}, "lr_gamma"),
         ({"lr_step_size": 2, "lr_gamma": 1.5}, "lr_gamma"),
         ({"lr_step_size": 2, "lr_gamma": None}, "lr_gamma"),
+        ({"lr_cosine_epochs": 0}, "lr_cosine_epochs"),
+        ({"lr_cosine_epochs": 10, "lr_step_size": 2}, "lr_cosine_epochs"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(lr_config, settings, key):

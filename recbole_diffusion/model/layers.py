@@ -1,8 +1,9 @@
 """Network pieces shared by the plugin's models: a Transformer sequence encoder, DiffuRec's approximator Transformer,
-step embeddings, the item table of the models that denoise item embeddings, and DiffRec's MLP denoiser with its step
-features (DiffRec, L-DiffRec, DDRM)."""
+ADRec's causal Transformer, step embeddings, the item table of the models that denoise item embeddings, and DiffRec's
+MLP denoiser with its step features (DiffRec, L-DiffRec, DDRM)."""
 
 import math
+from functools import partial
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -208,6 +209,50 @@ class DiffuRecTransformer(nn.Module):
         for layer in self.layers:
             hidden = self.dropout(layer(hidden, **masks))
         return self.output_norm(self.dropout(hidden))
+
+
+class CausalTransformer(nn.Module):
+    """ADRec's Transformer (its history encoder and its denoiser): post-LayerNorm blocks (PyTorch's
+    ``TransformerEncoderLayer(norm_first=False)``, feed-forward GELU in the tanh form) with causal attention and no
+    position embeddings. ``forward(hidden)`` maps ``[batch, length, hidden]`` to the same shape; position ``i`` sees
+    positions ``j <= i`` only, so with right-padded histories (RecBole's) a real item never attends to padding.
+    Every projection gets the official ``xavier_normal_`` init (query, key and value each as its own matrix).
+    """
+
+    def __init__(self, hidden_size, n_layers, n_heads, inner_size, dropout_prob, layer_norm_eps):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                hidden_size,
+                n_heads,
+                inner_size,
+                dropout_prob,
+                partial(nn.functional.gelu, approximate="tanh"),
+                layer_norm_eps,
+                batch_first=True,
+                norm_first=False,
+            )
+            for _ in range(n_layers)
+        )
+        for layer in self.layers:
+            for weight in (*layer.self_attn.in_proj_weight.data.chunk(3), layer.self_attn.out_proj.weight):
+                nn.init.xavier_normal_(weight)
+            for linear in (layer.linear1, layer.linear2):
+                nn.init.xavier_normal_(linear.weight)
+
+    def forward(self, hidden):
+        causal = nn.Transformer.generate_square_subsequent_mask(hidden.size(1), device=hidden.device)
+        for layer in self.layers:
+            hidden = layer(hidden, src_mask=causal, is_causal=True)
+        return hidden
+
+
+def next_item_targets(item_seq, item_seq_len, last_items):
+    """The next item at every position of right-padded histories ``item_seq`` ``[batch, length]``: the history
+    shifted left by one, ``last_items`` ``[batch]`` at position ``item_seq_len - 1``, padding (0) after it."""
+    targets = torch.cat([item_seq[:, 1:], item_seq.new_zeros(len(item_seq), 1)], dim=1)
+    targets[torch.arange(len(item_seq), device=item_seq.device), item_seq_len - 1] = last_items
+    return targets
 
 
 def init_normal_weights(module, std):

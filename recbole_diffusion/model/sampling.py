@@ -5,7 +5,8 @@ Every diffusion model is a RecBole recommender whose file reads like its paper's
 * ``forward(...)`` encodes the condition, e.g. ``forward(item_seq, item_seq_len)`` the history, as SASRec's
   ``forward`` does; it never runs the reverse chain.
 * ``denoise(x_t, t, condition)`` is the network: its output (``x0`` or the noise, the ``prediction_type`` of the
-  model's ``GaussianDiffusion``) for ``x_t`` at the steps ``t`` under ``condition``.
+  model's ``GaussianDiffusion``) for ``x_t`` at the steps ``t`` under ``condition`` (``t`` holds one step per row,
+  or per position of a history where each position is diffused at its own step, as in ADRec).
 * ``calculate_loss(interaction)`` noises the target with the model's ``GaussianDiffusion`` and scores ``denoise``.
 * ``generate(condition, num_inference_steps=None)`` runs the core's reverse loop, without gradients, to the vector
   that scores the items.

@@ -1,6 +1,7 @@
 """Sequential diffusion recommenders and the popularity floor SequentialPop (RecBole ``SequentialRecommender``
 subclasses); one import line per model."""
 
+from recbole_diffusion.model.sequential_recommender.adrec import ADRec  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diffdiv import DiffDiv  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diffrec2 import DiffRec2  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diffuasr import DiffuASR  # noqa: F401
