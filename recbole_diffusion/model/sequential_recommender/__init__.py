@@ -9,4 +9,5 @@ from recbole_diffusion.model.sequential_recommender.diffurec import DiffuRec  # 
 from recbole_diffusion.model.sequential_recommender.dimerec import DimeRec  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.diqdiff import DiQDiff  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.dreamrec import DreamRec  # noqa: F401
+from recbole_diffusion.model.sequential_recommender.preferdiff import PreferDiff  # noqa: F401
 from recbole_diffusion.model.sequential_recommender.sequential_pop import SequentialPop  # noqa: F401
