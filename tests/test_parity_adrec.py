@@ -1,0 +1,264 @@
+"""benchmarks/parity/adapters/adrec.py: the export of the plugin's ADRec split (one row per user) into the official
+ADRec data, the history and target mapping, the plugin config and options. The official code is not needed; the
+tests that drive it run only when ``PARITY_OFFICIAL_ADREC`` names a snapshot of Nemo-1024/ADRec (the repository root,
+the folder holding ``src/``).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.parity import harness, run_parity
+from benchmarks.parity.adapters import adrec, diffurec
+from tests.conftest import markov_sequences
+
+OFFICIAL_DIR = os.environ.get("PARITY_OFFICIAL_ADREC")
+needs_official = pytest.mark.skipif(
+    not OFFICIAL_DIR or not Path(OFFICIAL_DIR).is_dir(), reason="no official ADRec snapshot"
+)
+HPARAMS = {
+    **adrec.DEFAULTS,
+    "hidden_size": 16,
+    "history_length": 5,
+    "diffusion_steps": 4,
+    "batch_size": 64,
+    "pretrain_epochs": 1,
+    "epochs": 2,
+    "freeze_epochs": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def split(data_path, tmp_path_factory):
+    """The plugin's leave-one-out split of the ``markov`` data for ADRec (one training row per user)."""
+    leave_one_out = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}
+    config_dict = {
+        "data_path": data_path,
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "eval_args": leave_one_out,
+        "state": "WARNING",
+        "checkpoint_dir": str(tmp_path_factory.mktemp("adrec_saved")),
+    }
+    return harness.build_split("ADRec", "markov", {**adrec.plugin_config(HPARAMS), **config_dict})
+
+
+def training_tokens(dataset):
+    """User token -> the user's training items (all but the last two: leave-one-out) as item tokens, from the raw
+    markov data the split was built from."""
+    tokens = dataset.field2id_token[dataset.uid_field]
+    sequences = markov_sequences()
+    known = set(tokens)
+    return {f"u{user}": [f"i{item}" for item in items[:-2]] for user, items in sequences.items() if f"u{user}" in known}
+
+
+def test_export_is_the_tail_of_every_users_training_sequence(split):
+    _, train_data, _, _ = split
+    dataset = train_data._dataset
+    exported = adrec.export(dataset)
+    users = dataset.inter_feat["user_id"].numpy()
+    assert len(exported) == len(np.unique(users)) == len(dataset.inter_feat)  # one row per user
+    expected = training_tokens(dataset)
+    item_tokens = dataset.field2id_token["item_id"]
+    user_tokens = dataset.field2id_token["user_id"]
+    for user, sequence in zip(users.tolist(), exported):
+        full = expected[user_tokens[user]]
+        # the plugin's row keeps the last history_length history items: the export is the tail of the sequence
+        assert [item_tokens[item] for item in sequence] == full[-(HPARAMS["history_length"] + 1) :]
+    # ... which gives the official rows of the untruncated sequences
+    token_ids = {token: index for index, token in enumerate(item_tokens)}
+    untruncated = [[token_ids[token] for token in expected[user_tokens[user]]] for user in users.tolist()]
+    for got, want in zip(adrec.official_rows(exported, HPARAMS["history_length"]), adrec.official_rows(untruncated, 5)):
+        torch.testing.assert_close(got, want)
+
+
+def test_official_rows_are_the_plugin_rows_left_padded(split):
+    _, train_data, _, _ = split
+    dataset = train_data._dataset
+    histories, targets = adrec.official_rows(adrec.export(dataset), HPARAMS["history_length"])
+    item_seq, lengths = dataset.inter_feat["item_id_list"], dataset.inter_feat["item_length"]
+    torch.testing.assert_close(histories, diffurec.official_histories(item_seq, lengths))
+    for row in range(len(item_seq)):
+        length = int(lengths[row])
+        expected = item_seq[row, 1:length].tolist() + [int(dataset.inter_feat["item_id"][row])]
+        assert targets[row, -length:].tolist() == expected and not targets[row, :-length].any()
+
+
+def test_official_rows_of_a_known_user():
+    histories, targets = adrec.official_rows([[7, 3, 9], [1, 2, 3, 4, 5, 6, 8]], 4)
+    np.testing.assert_array_equal(histories, [[0, 0, 7, 3], [3, 4, 5, 6]])
+    np.testing.assert_array_equal(targets, [[0, 0, 3, 9], [4, 5, 6, 8]])
+
+
+def test_official_targets_shift_the_history():
+    sequence = torch.tensor([[0, 0, 3, 1, 4], [6, 7, 8, 9, 5], [0, 0, 0, 0, 2]])
+    expected = [[0, 0, 1, 4, 0], [7, 8, 9, 5, 0], [0, 0, 0, 0, 0]]
+    np.testing.assert_array_equal(adrec.official_targets(sequence), expected)
+
+
+def test_plugin_config_gives_the_intended_sizes(split):
+    config, train_data, _, _ = split
+    dataset = train_data._dataset
+    model = harness.get_model("ADRec")(config, dataset)
+    hidden = HPARAMS["hidden_size"]
+    assert model.item_embedding.weight.shape == (dataset.item_num, hidden)
+    assert model.max_seq_length == HPARAMS["history_length"]
+    for transformer in (model.encoder, model.denoiser):
+        assert len(transformer.layers) == adrec.OFFICIAL_BLOCKS
+        layer = transformer.layers[0]
+        assert layer.self_attn.num_heads == adrec.OFFICIAL_HEADS and layer.linear1.out_features == 4 * hidden
+        assert layer.dropout.p == HPARAMS["dropout"]
+    assert model.emb_dropout.p == HPARAMS["emb_dropout"]
+    assert model.lambda_uncertainty == HPARAMS["lambda_uncertainty"] and model.mse_weight == HPARAMS["mse_weight"]
+    steps = HPARAMS["diffusion_steps"]
+    assert model.diffusion.num_steps == steps
+    scale = 1000 / steps  # the official trunc_lin schedule, in our words
+    end = scale * 0.02 + 0.01 if scale * 0.02 + 0.01 <= 1 else scale * 0.001 + 0.01
+    np.testing.assert_allclose(model.diffusion.betas.double().numpy(), np.linspace(scale * 0.0001 + 0.01, end, steps))
+    batches = -(-len(dataset) // HPARAMS["batch_size"])
+    assert model.frozen_batches == HPARAMS["freeze_epochs"] * batches
+    assert config["lr_cosine_epochs"] == HPARAMS["lr_cosine_epochs"] and config["item_emb_path"] is None
+    assert (config["pretrain_epochs"], config["pretrain_learning_rate"], config["pretrain_batch_size"]) == (
+        HPARAMS["pretrain_epochs"],
+        HPARAMS["learning_rate"],
+        HPARAMS["batch_size"],
+    )
+    assert (config["learning_rate"], config["weight_decay"], config["train_batch_size"]) == (
+        HPARAMS["learning_rate"],
+        HPARAMS["weight_decay"],
+        HPARAMS["batch_size"],
+    )
+
+
+def test_options():
+    args, adapter, hparams = run_parity.parse_args(
+        ["--model=ADRec", "--official=x", "--pretrain_epochs=3", "--freeze_epochs=2", "--weight_decay=0.0"]
+    )
+    assert adapter is adrec and (hparams["pretrain_epochs"], hparams["freeze_epochs"]) == (3, 2)
+    config = adrec.plugin_config(hparams)
+    assert (config["pretrain_epochs"], config["freeze_epochs"], config["weight_decay"]) == (3, 2, 0.0)
+    assert hparams["epochs"] == adrec.DEFAULTS["epochs"] and adapter.SCORINGS == ("eval",)
+
+
+def test_stand_in_modules_refuse_to_run():
+    module = adrec._stand_in_module("einops", ("rearrange",), ("Thing",))
+    with pytest.raises(NotImplementedError, match="einops"):
+        module.rearrange("x")
+    with pytest.raises(NotImplementedError, match="einops"):
+        module.Thing()
+
+
+def test_missing_official_snapshot_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="trainer.py"):
+        adrec.load_official(tmp_path)
+
+
+@needs_official
+def test_official_loading_leaves_sys_modules_and_path_alone():
+    sentinel = object()
+    saved_path = list(sys.path)
+    sys.modules["utils"] = sentinel
+    try:
+        official = adrec.load_official(OFFICIAL_DIR)
+        assert sys.modules["utils"] is sentinel and sys.path == saved_path
+        assert all(name not in sys.modules for name in ("trainer", "model", "adrec", "common", "einops"))
+        assert callable(official.trainer.choose_model) and callable(official.utils.Data_Train)
+    finally:
+        sys.modules.pop("utils", None)
+
+
+@needs_official
+def test_official_data_rows(split):
+    _, train_data, _, _ = split
+    dataset = train_data._dataset
+    official = adrec.load_official(OFFICIAL_DIR)
+    args = adrec.official_args(OFFICIAL_DIR, HPARAMS, dataset.item_num - 1, 100, "cpu")
+    assert args.parallel_ag and not args.split_onebyone and args.noise_schedule == "trunc_lin"
+    rows = official.utils.Data_Train(adrec.export(dataset), args).get_pytorch_dataloaders().dataset
+    histories, targets = (torch.stack(part) for part in zip(*(rows[index] for index in range(len(rows)))))
+    expected_histories, expected_targets = adrec.official_rows(adrec.export(dataset), HPARAMS["history_length"])
+    torch.testing.assert_close(histories, expected_histories)
+    torch.testing.assert_close(targets, expected_targets)
+
+
+@needs_official
+def test_official_side_trains_in_stages_and_scores_in_plugin_ids(split):
+    config, train_data, _, test_data = split
+    dataset = train_data._dataset
+    hparams = {**HPARAMS, "learning_rate": 0.01, "pretrain_epochs": 4, "epochs": 4}
+    runner = adrec.OfficialRunner(OFFICIAL_DIR, dataset, hparams, seed=100)
+    assert len(runner.pretrain_losses) == 4 and runner.pretrain_losses[-1] < runner.pretrain_losses[0]
+    table = runner.target_embedding_weight().clone()
+    torch.testing.assert_close(table, runner.pretrained_table)  # the pretrained table, padding row included
+    assert table[0].abs().sum() > 0 and not runner.model.item_embedding.weight.requires_grad
+    # Warm-up: no gradient reaches the "frozen" table, but PCGrad sets a zero gradient on it, so Adam's weight decay
+    # moves every entry towards 0 by about the learning rate per step (an official quirk, not a shim).
+    runner.train_epoch()
+    warm = runner.target_embedding_weight().clone()
+    change = (warm - table)[1:]
+    assert 0 < change.abs().max().item() <= hparams["learning_rate"] * len(runner.loader) * 1.01
+    assert ((change * table[1:].sign()) < 0).float().mean() > 0.99
+    runner.train_epoch()  # unfrozen at epoch freeze_epochs = 1: the gradients move entries away from 0 too
+    assert runner.model.item_embedding.weight.requires_grad
+    assert ((runner.target_embedding_weight() - warm)[1:] * warm[1:].sign() > 0).float().mean() > 0.2
+    for _ in range(2):
+        runner.train_epoch()
+    assert runner.scheduler.get_last_lr()[0] < hparams["learning_rate"]
+    row, users_per_second = harness.evaluate_both_scorings(
+        config, test_data, runner.full_sort_scores, 100, scorings=adrec.SCORINGS
+    )
+    # markov data: the last item tells the next (ids are given in order of appearance, so even scores shifted by
+    # one id still reach about 0.8)
+    assert row["hit@10"] > 0.9 and users_per_second > 0
+    interaction = next(iter(test_data))[0]
+    scores = runner.full_sort_scores(interaction, False)
+    assert scores.shape == (len(interaction), dataset.item_num)
+
+
+@needs_official
+def test_the_last_target_entry_is_never_read(split):
+    _, train_data, _, test_data = split
+    hparams = {**HPARAMS, "epochs": 0}
+    runner = adrec.OfficialRunner(OFFICIAL_DIR, train_data._dataset, hparams, seed=100)
+    runner.model.eval()
+    interaction = next(iter(test_data))[0]
+    sequence = diffurec.official_histories(interaction["item_id_list"], interaction["item_length"])
+    tag = adrec.official_targets(sequence)
+    answered = tag.clone()
+    answered[:, -1] = interaction["item_id"]  # what the official test puts there
+    outputs = []
+    for targets in (tag, answered):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs.append(runner.model(sequence, targets, train_flag=False)[1])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    torch.manual_seed(0)
+    torch.testing.assert_close(runner.full_sort_scores(interaction, False), runner.model.calculate_score(outputs[0]))
+
+
+@needs_official
+def test_test_inputs_are_the_official_test_rows(split):
+    """The history and target rows given to the official model for a test batch are what the official
+    ``Data_Test`` makes of the user's training sequence, validation item and test item."""
+    _, train_data, _, test_data = split
+    dataset = train_data._dataset
+    official = adrec.load_official(OFFICIAL_DIR)
+    args = adrec.official_args(OFFICIAL_DIR, HPARAMS, dataset.item_num - 1, 100, "cpu")
+    interaction = next(iter(test_data))[0]
+    user_tokens, item_tokens = dataset.field2id_token["user_id"], dataset.field2id_token["item_id"]
+    token_ids = {token: index for index, token in enumerate(item_tokens)}
+    sequences = markov_sequences()
+    users = [int(user_tokens[user][1:]) for user in interaction["user_id"].tolist()]
+    train = [[token_ids[f"i{item}"] for item in sequences[user][:-2]] for user in users]
+    valid = [[token_ids[f"i{sequences[user][-2]}"]] for user in users]
+    test = [[token_ids[f"i{sequences[user][-1]}"]] for user in users]
+    rows = official.utils.Data_Test(train, valid, test, args).get_pytorch_dataloaders().dataset
+    histories, answers = (torch.stack(part) for part in zip(*(rows[index] for index in range(len(rows)))))
+    sequence = diffurec.official_histories(interaction["item_id_list"], interaction["item_length"])
+    torch.testing.assert_close(sequence, histories)
+    targets = adrec.official_targets(sequence)
+    torch.testing.assert_close(targets[:, :-1], answers[:, :-1])
+    torch.testing.assert_close(answers[:, -1], interaction["item_id"])  # the answer, where ours puts 0 (never read)
