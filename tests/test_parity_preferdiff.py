@@ -135,9 +135,12 @@ def test_official_training_step_and_scoring_on_a_fake_model(split):
     assert runner.model.batch_sizes == [64] * (rows // 64) + [rows % 64] * (rows % 64 > 0)  # one pass, last partial
     for _ in range(4):
         runner.train_epoch()
-    row, users_per_second = harness.evaluate_both_scorings(config, test_data, runner.full_sort_scores, seed=100)
+    _, metrics, scorings = harness.adapter_protocol(preferdiff)
+    row, users_per_second = harness.evaluate_both_scorings(
+        config, test_data, runner.full_sort_scores, 100, metrics, scorings
+    )
     assert row["hit@10"] > 0.5 and users_per_second > 0  # markov data: the last item tells the next
-    assert set(runner.model.modes) == {False, True}  # eval mode, then dropout on
+    assert set(runner.model.modes) == {False} and "dropout_hit@10" not in row  # eval mode only, as officially
     interaction = next(iter(test_data))[0]
     scores = runner.full_sort_scores(interaction[:1], False)  # a batch of one (the official squeeze)
     assert scores.shape == (1, dataset.item_num)
@@ -147,8 +150,9 @@ def test_official_training_step_and_scoring_on_a_fake_model(split):
 
 def test_plugin_side_reports_every_column(split):
     config, train_data, _, test_data = split
-    row = harness.run_plugin_side(config, train_data, test_data, seed=100)
-    assert set(harness.COLUMNS) - set(row) == {"side", "seed"}
+    _, metrics, scorings = harness.adapter_protocol(preferdiff)
+    row = harness.run_plugin_side(config, train_data, test_data, 100, metrics, scorings, preferdiff)
+    assert set(harness.columns(metrics, scorings)) - set(row) == {"side", "seed"} and "dropout_hit@10" not in row
     assert all(0 <= row[metric] <= 1 for metric in harness.METRICS)
     assert row["train_seconds_per_epoch"] > 0 and 0 < row["norm_ratio"] < 10
 

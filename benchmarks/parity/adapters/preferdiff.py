@@ -82,6 +82,12 @@ DEFAULTS = {
     "epochs": 5,
 }
 MODIFICATIONS = {}
+SCORINGS = ("eval",)  # the official evaluate calls model.eval(): no dropout scoring
+EVALUATION_NOTE = (
+    "Both sides: the model after the last epoch (no validation, no checkpoint selection); test split of the "
+    "plugin, full ranking by the plugin's evaluator, padding item masked; model.eval() (as the official evaluate). "
+    "norm_ratio: collapse.popularity_norm_ratio of the item table (popular / rare quarter of training targets)."
+)
 
 
 def inference_steps(hparams):
@@ -219,7 +225,8 @@ class OfficialRunner:
     @torch.no_grad()
     def full_sort_scores(self, interaction, dropout):
         """The official scores of ``predict`` (before its top-k) for a batch of the plugin's test loader,
-        ``[batch, n_items]`` in plugin order; ``dropout``: score with dropout on."""
+        ``[batch, n_items]`` in plugin order; ``dropout``: score with dropout on (not used by the harness:
+        ``SCORINGS`` is ``eval`` only)."""
         self.model.train(dropout)
         batch = {
             "item_seqs": interaction[self.seq_field].to(self.device),
