@@ -34,6 +34,7 @@ from tests.sequential_configs import (
     DIQDIFF_SMALL,
     DREAMREC_SMALL,
     LDIFFREC_SMALL,
+    PREFERDIFF_SMALL,
 )
 
 SEQUENTIAL_CHANCE = 10 / N_ITEMS  # 0.167, std ~0.022 over 300 test users
@@ -73,6 +74,7 @@ MODEL_CASES = [
     ModelCase("LTDiffRec", {**LDIFFREC_SMALL, "learning_rate": 0.01}, epochs=6, general=True, min_hit=0.7),
     ModelCase("DDRM", {**DDRM_SMALL, "pretrain_epochs": 10}, epochs=5, general=True),
     ModelCase("ADRec", ADREC_SMALL, epochs=3),
+    ModelCase("PreferDiff", PREFERDIFF_SMALL, epochs=3),
 ]
 
 
