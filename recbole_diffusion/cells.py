@@ -74,12 +74,22 @@ RUN_SETTING_KEYS = frozenset(
 )
 
 
+# Keys added to the plugin after cells were first stored, whose unset value (``~``) trains exactly as before they
+# existed: left out of a snapshot while unset, so that the cells and epoch checkpoints stored before stay valid.
+KEYS_ABSENT_WHEN_UNSET = frozenset({"lr_cosine_epochs"})
+
+
 def config_snapshot(config):
     """The values of a resolved RecBole ``config`` that can change a cell's result, as plain JSON data: every key
     but those of :data:`RUN_SETTING_KEYS` (paths of this machine, device, processes, logging, the run script's
-    own options). The content of the data files is not part of it, only the dataset's name and settings."""
+    own options) and the unset ones of :data:`KEYS_ABSENT_WHEN_UNSET`. The content of the data files is not part of
+    it, only the dataset's name and settings."""
     values = plain_data(config.final_config_dict)
-    return {key: values[key] for key in sorted(values) if key not in RUN_SETTING_KEYS}
+    return {
+        key: values[key]
+        for key in sorted(values)
+        if key not in RUN_SETTING_KEYS and not (key in KEYS_ABSENT_WHEN_UNSET and values[key] is None)
+    }
 
 
 def config_hash(snapshot):

@@ -13,10 +13,11 @@ import torch
 from recbole.trainer import Trainer
 
 import run_recbole_diffusion
-from recbole_diffusion.cells import BEST_CHECKPOINT, EPOCH_CHECKPOINT, RESULT, CellStore
+from recbole_diffusion.cells import BEST_CHECKPOINT, EPOCH_CHECKPOINT, RESULT, CellStore, config_snapshot
 from recbole_diffusion.cli import INTERRUPTED_STATUS
 from recbole_diffusion.compare import CellScores, CompareInputError, compare
 from recbole_diffusion.compare import run as compare_run
+from recbole_diffusion.config import Config
 from recbole_diffusion.run_trainer import run_trainer_class
 from tests.conftest import SCRIPT, build_model, script_args
 from tests.test_compare import compare_config, report_bytes, write_yaml
@@ -287,3 +288,12 @@ def test_script_passes_cells_report_only_and_force_to_compare(tmp_path, monkeypa
     printed = capsys.readouterr().out
     assert f"cells stored in {tmp_path / 'cells'}\n" in printed
     assert f"comparison report written to {tmp_path}\n" in printed
+
+
+def test_a_later_key_left_unset_keeps_the_snapshot_of_cells_stored_before_it(tiny_config):
+    """``lr_cosine_epochs`` came after cells were stored: unset, it is not in a snapshot (the stored cells' hashes
+    still match); set, it is."""
+    config = Config(model="DreamRec", dataset="markov", config_dict=tiny_config)
+    assert config["lr_cosine_epochs"] is None and "lr_cosine_epochs" not in config_snapshot(config)
+    annealed = Config(model="DreamRec", dataset="markov", config_dict={**tiny_config, "lr_cosine_epochs": 9})
+    assert config_snapshot(annealed) == {**config_snapshot(config), "lr_cosine_epochs": 9}
