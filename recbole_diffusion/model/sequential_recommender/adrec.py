@@ -24,11 +24,14 @@ Config keys (defaults and comments in ``properties/model/ADRec.yaml``; the pretr
 Differences from the official code: the pretraining runs inside the command for a fixed ``pretrain_epochs`` (the
 official one is a separate run that stops early on validation), cached under ``checkpoint_dir``; histories are
 right-padded (RecBole's), so with causal attention no real item attends to padding (officially left padding is
-visible to every real item); the padding row of the item table is zero; the step embedding is the plugin's
-sinusoidal one (sin before cos) of the step rescaled by ``1000 / T``; the padding item is never recommended. The
-warm-up counts training batches (``freeze_epochs`` x batches per epoch of the training split the model is built on),
-so it also holds under RecBole's own trainer. The plugin trains on one row per user, the longest prefix
-(:class:`recbole_diffusion.data.LastPrefixDataset`, the official data); plain RecBole gives one row per prefix.
+visible to every real item); the padding row of the item table is zero (officially a trained, nonzero row); the step
+embedding is the plugin's sinusoidal one (sin before cos) of the step rescaled by ``1000 / T``; attention biases
+start at zero; the padding item is never recommended. During the warm-up the table is truly frozen (officially
+Adam's weight decay still moves it: PCGrad gives every parameter a zero gradient, so each entry drifts about one
+learning rate towards zero per step). The warm-up counts training batches (``freeze_epochs`` x batches per epoch of
+the training split the model is built on), so it also holds under RecBole's own trainer. The plugin trains on one
+row per user, the longest prefix (:class:`recbole_diffusion.data.LastPrefixDataset`, the official data); plain
+RecBole gives one row per prefix. Parity with the official code: ``benchmarks/parity/README.md``.
 """
 
 import math
