@@ -41,7 +41,7 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -d .gpu/datasets ]; then DATA=${GPU_SUITE_DATA:-.gpu/datasets}; else DATA=${GPU_SUITE_DATA:-../shared/datasets}; fi
 
-SEQUENTIAL_MODELS=${GPU_SUITE_SEQUENTIAL_MODELS:-DreamRec,DiffuRec,DiQDiff,DimeRec,DiffDiv,DiffRec2,SASRec,GRU4Rec,BERT4Rec}
+SEQUENTIAL_MODELS=${GPU_SUITE_SEQUENTIAL_MODELS:-DreamRec,DiffuRec,DiQDiff,DimeRec,DiffDiv,DiffRec2,ADRec,PreferDiff,SASRec,GRU4Rec,BERT4Rec}
 GENERAL_MODELS=${GPU_SUITE_GENERAL_MODELS:-DiffRec,LDiffRec,TDiffRec}
 if [ "$MODE" = smoke ]; then
     OUTPUT=${GPU_SUITE_OUTPUT:-$(mktemp -d)}
