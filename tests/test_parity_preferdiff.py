@@ -106,6 +106,9 @@ class FakePreferDiff(nn.Module):
         super().__init__()
         self.item_embeddings = nn.Embedding(config["item_num"] + 1, config["hidden_size"], padding_idx=0)
         self.transition = nn.Embedding(config["item_num"] + 1, config["hidden_size"])
+        self.none_embedding = nn.Embedding(1, config["hidden_size"])  # the official names, unused here
+        self.denoise_nn = nn.Linear(3 * config["hidden_size"], config["hidden_size"])
+        self.feed_forward = nn.Conv1d(config["hidden_size"], config["hidden_size"], 1)
         self.diff = FakeDiffusion()
         self.seen, self.modes, self.batch_sizes = [], [], []
 
@@ -146,6 +149,22 @@ def test_official_training_step_and_scoring_on_a_fake_model(split):
     assert scores.shape == (1, dataset.item_num)
     last = interaction["item_id_list"][0, interaction["item_length"][0] - 1]
     assert runner.model.seen[-1].tolist() == [last]  # histories right-padded as the plugin's, same ids
+
+
+def test_plugin_init_keeps_the_official_item_and_null_embeddings(split):
+    _, train_data, _, _ = split
+    fake = (FakePreferDiff, FakeSequenceDataset)
+    torch.manual_seed(0)
+    official = preferdiff.OfficialRunner(None, train_data._dataset, HPARAMS, seed=100, official=fake).model
+    torch.manual_seed(0)
+    hparams = {**HPARAMS, "plugin_init": True}
+    changed = preferdiff.OfficialRunner(None, train_data._dataset, hparams, seed=100, official=fake).model
+    assert torch.equal(official.item_embeddings.weight, changed.item_embeddings.weight)
+    assert torch.equal(official.none_embedding.weight, changed.none_embedding.weight)
+    for weight in (changed.denoise_nn.weight, changed.feed_forward.weight):
+        assert weight.std().item() == pytest.approx(preferdiff.PLUGIN_INIT_STD, rel=0.15)
+    assert not changed.denoise_nn.bias.any() and official.denoise_nn.bias.any()
+    assert not changed.feed_forward.bias.any()
 
 
 def test_plugin_side_reports_every_column(split):

@@ -35,6 +35,7 @@ import sys
 import torch
 
 from benchmarks.parity.official_code import checked_snapshot
+from recbole_diffusion.model.layers import init_normal_weights
 
 MODEL = "PreferDiff"
 OFFICIAL_REPOSITORY = "lswhim/PreferDiff"
@@ -80,8 +81,14 @@ DEFAULTS = {
     "gamma": 5.0,
     "lamda": 0.4,
     "epochs": 5,
+    "plugin_init": False,
 }
-MODIFICATIONS = {}
+PLUGIN_INIT_STD = 0.02  # the plugin's initializer_range for PreferDiff
+MODIFICATIONS = {
+    "plugin_init": "the official model initialised as the plugin's PreferDiff (Linear, Conv1d and position-embedding "
+    "weights N(0, 0.02), biases 0; item and null embeddings keep the official N(0, 1)): a modification of the "
+    "official initialisation",
+}
 SCORINGS = ("eval",)  # the official evaluate calls model.eval(): no dropout scoring
 EVALUATION_NOTE = (
     "Both sides: the model after the last epoch (no validation, no checkpoint selection); test split of the "
@@ -205,9 +212,24 @@ class OfficialRunner:
             shuffle=True,
         )
         self.model = model_class(self.config).to(self.device)
+        if hparams["plugin_init"]:
+            self._plugin_init()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=hparams["learning_rate"], weight_decay=hparams["weight_decay"]
         )
+
+    @torch.no_grad()
+    def _plugin_init(self):
+        """The plugin's PreferDiff initialisation on the official model (the ``plugin_init`` modification)."""
+        kept = [self.model.item_embeddings.weight.clone(), self.model.none_embedding.weight.clone()]
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Conv1d):
+                module.weight.normal_(0.0, PLUGIN_INIT_STD)
+                module.bias.zero_()
+            else:
+                init_normal_weights(module, PLUGIN_INIT_STD)
+        self.model.item_embeddings.weight.copy_(kept[0])
+        self.model.none_embedding.weight.copy_(kept[1])
 
     def train_epoch(self):
         """One official epoch: a shuffled pass over the sequences; returns the mean loss."""
