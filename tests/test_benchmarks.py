@@ -77,8 +77,10 @@ DIFFREC_LOOP = {
 }
 ALL_OF_ML_1M = {"val_interval": None, "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)"}
 FIVE_CORE = {"val_interval": None, "user_inter_num_interval": "[5,inf)", "item_inter_num_interval": "[5,inf)"}
-# The protocol each file must give, as benchmarks/README.md documents it.
+# The protocol each file must give, as benchmarks/README.md documents it; a command without --config_files runs on
+# the plugin's own protocol of its dataset, dataset_configs/<dataset>.yaml (key: the dataset's name).
 EXPECTED = {
+    "ml-100k": {"eval_args": LEAVE_ONE_OUT, "MAX_ITEM_LIST_LENGTH": 50, **FIVE_CORE},
     "DiffuRec-ml-1m": {**DIFFUREC_LOOP, **ALL_OF_ML_1M},
     "DiffuRec-beauty": {**DIFFUREC_LOOP, **FIVE_CORE},
     "DiffuRec-toys": {**DIFFUREC_LOOP, **FIVE_CORE},
@@ -178,10 +180,15 @@ def test_every_protocol_file_is_documented(protocol):
 
 @pytest.mark.parametrize("models, dataset, files, model_files", COMMANDS)
 def test_command_files_and_models(models, dataset, files, model_files):
-    """--config_files is the protocol of this dataset alone; each per-model file exists and goes to its model."""
-    assert len(files) == 1, "a benchmark command names only its protocol with --config_files"
-    protocol = ROOT / files[0]
-    assert protocol.is_file() and protocol.parent == BENCHMARKS / "configs" and protocol.stem.endswith(f"-{dataset}")
+    """--config_files is the protocol of this dataset alone (or absent: the plugin's protocol of the dataset, which
+    the run reads by itself); each per-model file exists and goes to its model."""
+    assert len(files) <= 1, "a benchmark command names only its protocol with --config_files"
+    if files:
+        protocol = ROOT / files[0]
+        assert protocol.is_file() and protocol.parent == BENCHMARKS / "configs"
+        assert protocol.stem.endswith(f"-{dataset}")
+    else:
+        assert (ROOT / "dataset_configs" / f"{dataset}.yaml").is_file() and dataset in EXPECTED
     for name, paths in model_files.items():
         for path in map(ROOT.joinpath, paths):
             assert path.is_file() and path.parent == BENCHMARKS / "configs" / "models", path
@@ -221,7 +228,7 @@ def test_command_config_has_the_protocol_and_each_models_own_keys(
     """For each model of the command, as the harness configures it: the documented protocol, every key of its own
     yaml (overridden only by its per-model file) untouched by the shared file, and no key of another model's
     per-model file."""
-    protocol = Path(files[0]).stem
+    protocol = Path(files[0]).stem if files else dataset
     configs = harness_configs(models, dataset, files, model_files, tmp_path, monkeypatch)
     for name in models:
         config = configs[name]
@@ -243,7 +250,7 @@ def test_command_config_has_the_protocol_and_each_models_own_keys(
         protocol_only = Config(
             model=name,
             dataset=dataset,
-            config_file_list=[str(ROOT / files[0])],
+            config_file_list=[str(ROOT / path) for path in files],
             config_dict={"data_path": str(SHARED_DATASETS)},
         )
         for key in others - set(own):
