@@ -8,6 +8,11 @@ The official code is never copied into this project; adapters import it by path 
 import importlib.util
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from recbole_diffusion.model.layers import init_normal_weights
+
 
 def checked_snapshot(official_dir, files, folder):
     """``official_dir`` as a Path; FileNotFoundError naming the missing ``files`` (paths relative to it) when it is
@@ -27,3 +32,19 @@ def load_module(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@torch.no_grad()
+def plugin_initialisation(model, std, kept=("item_embeddings", "none_embedding")):
+    """Give an official DreamRec-style ``model`` the plugin's initialisation (the adapters' ``plugin_init``
+    modification): Linear, Embedding and Conv1d weights N(0, ``std``), biases 0, LayerNorm the identity; the
+    embeddings named in ``kept`` keep their official values."""
+    saved = {name: getattr(model, name).weight.clone() for name in kept}
+    for module in model.modules():
+        if isinstance(module, nn.Conv1d):
+            module.weight.normal_(0.0, std)
+            module.bias.zero_()
+        else:
+            init_normal_weights(module, std)
+    for name, weight in saved.items():
+        getattr(model, name).weight.copy_(weight)

@@ -26,10 +26,8 @@ import sys
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from benchmarks.parity.official_code import checked_snapshot
-from recbole_diffusion.model.layers import init_normal_weights
+from benchmarks.parity.official_code import checked_snapshot, plugin_initialisation
 
 MODEL = "DreamRec"
 PLUGIN_INIT_STD = 0.02  # the plugin's initializer_range for DreamRec
@@ -176,26 +174,13 @@ class OfficialRunner:
             hparams["hidden_size"], self.item_num, hparams["history_length"], hparams["dropout"], "mlp1", self.device
         ).to(self.device)
         if hparams["plugin_init"]:
-            self._plugin_init()
+            plugin_initialisation(self.model, PLUGIN_INIT_STD)
         self.diffusion = self.official.diffusion(
             hparams["timesteps"], hparams["beta_start"], hparams["beta_end"], hparams["w"]
         )
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=hparams["learning_rate"], eps=1e-8, weight_decay=0
         )
-
-    @torch.no_grad()
-    def _plugin_init(self):
-        """The plugin's DreamRec initialisation on the official model (the ``plugin_init`` modification)."""
-        kept = [self.model.item_embeddings.weight.clone(), self.model.none_embedding.weight.clone()]
-        for module in self.model.modules():
-            if isinstance(module, nn.Conv1d):
-                module.weight.normal_(0.0, PLUGIN_INIT_STD)
-                module.bias.zero_()
-            else:
-                init_normal_weights(module, PLUGIN_INIT_STD)
-        self.model.item_embeddings.weight.copy_(kept[0])
-        self.model.none_embedding.weight.copy_(kept[1])
 
     def train_epoch(self):
         """One official epoch: ``int(rows / batch_size)`` steps on freshly drawn batches; returns the last loss."""

@@ -34,8 +34,7 @@ import sys
 
 import torch
 
-from benchmarks.parity.official_code import checked_snapshot
-from recbole_diffusion.model.layers import init_normal_weights
+from benchmarks.parity.official_code import checked_snapshot, plugin_initialisation
 
 MODEL = "PreferDiff"
 OFFICIAL_REPOSITORY = "lswhim/PreferDiff"
@@ -213,23 +212,10 @@ class OfficialRunner:
         )
         self.model = model_class(self.config).to(self.device)
         if hparams["plugin_init"]:
-            self._plugin_init()
+            plugin_initialisation(self.model, PLUGIN_INIT_STD)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=hparams["learning_rate"], weight_decay=hparams["weight_decay"]
         )
-
-    @torch.no_grad()
-    def _plugin_init(self):
-        """The plugin's PreferDiff initialisation on the official model (the ``plugin_init`` modification)."""
-        kept = [self.model.item_embeddings.weight.clone(), self.model.none_embedding.weight.clone()]
-        for module in self.model.modules():
-            if isinstance(module, torch.nn.Conv1d):
-                module.weight.normal_(0.0, PLUGIN_INIT_STD)
-                module.bias.zero_()
-            else:
-                init_normal_weights(module, PLUGIN_INIT_STD)
-        self.model.item_embeddings.weight.copy_(kept[0])
-        self.model.none_embedding.weight.copy_(kept[1])
 
     def train_epoch(self):
         """One official epoch: a shuffled pass over the sequences; returns the mean loss."""
