@@ -38,6 +38,8 @@ def script_main(script, arguments, monkeypatch):
         ("DreamRec", "p_uncond", 1.5, "p_uncond: a number in [0, 1), got 1.5"),
         ("DreamRec", "inference_steps", -3, "inference_steps: an int in 1..200 (DDIM steps"),
         ("DreamRec", "hidden_size", "abc", "hidden_size: an int, got 'abc'"),
+        ("DreamRec", "encoder_block", "bert", "encoder_block: one of official, sasrec, got 'bert'"),
+        ("PreferDiff", "initializer_range", 0.0, "initializer_range: a number > 0, got 0.0"),
         ("DiffuRec", "valid_inference_steps", 33, "valid_inference_steps: an int in 1..32"),
         ("DimeRec", "n_interests", 99, "n_interests: an int in 1..50 (MAX_ITEM_LIST_LENGTH), got 99"),
         ("DiQDiff", "num_codes", 0, "num_codes: a positive int, got 0"),

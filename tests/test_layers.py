@@ -1,9 +1,10 @@
-"""Shared network pieces: the attention masks of the sequence encoder and of DiffuRec's Transformer."""
+"""Shared network pieces: the attention masks of the sequence encoder and of DiffuRec's Transformer, and the official
+DreamRec and PreferDiff history encoder."""
 
 import pytest
 import torch
 
-from recbole_diffusion.model.layers import DiffuRecTransformer, SequenceEncoder
+from recbole_diffusion.model.layers import DiffuRecTransformer, GuidanceEncoder, SequenceEncoder
 
 
 def encoder(causal):
@@ -82,3 +83,52 @@ def test_diffurec_transformer_config_check_rejects_an_unknown_mask():
     settings.update(hidden_act="gelu", layer_norm_eps=1e-12, attention_mask="both")
     with pytest.raises(ValueError, match="attention_mask: one of keys, queries, got 'both'"):
         DiffuRecTransformer.check_config(settings)
+
+
+def guidance_encoder_config(hidden_size=8, n_layers=2, dropout=0.0):
+    return {
+        "hidden_size": hidden_size, "n_layers": n_layers, "n_heads": 2, "inner_size": hidden_size,
+        "hidden_dropout_prob": dropout, "attn_dropout_prob": dropout, "hidden_act": "relu", "layer_norm_eps": 1e-5,
+    }
+
+
+def guidance_encoder(residual_stream, n_layers=2):
+    return GuidanceEncoder(guidance_encoder_config(n_layers=n_layers), 5, residual_stream)
+
+
+@pytest.mark.parametrize("residual_stream", [False, True])
+def test_guidance_encoder_is_causal_and_blind_to_padding(residual_stream):
+    torch.manual_seed(0)
+    model = guidance_encoder(residual_stream).eval()
+    sequence = torch.tensor([[1, 2, 3, 0, 0]])
+    embeddings = torch.randn(1, 5, 8)
+    hidden = model(sequence, embeddings)
+    changed = embeddings.clone()
+    changed[0, 2] = torch.randn(8)  # a later item
+    changed[0, 3:] = torch.randn(2, 8)  # whatever the padding rows hold
+    hidden_changed = model(sequence, changed)
+    torch.testing.assert_close(hidden_changed[0, :2], hidden[0, :2])
+    assert not torch.allclose(hidden_changed[0, 2], hidden[0, 2])
+    shorter = model(sequence[:, :4], embeddings[:, :4])  # less padding after the items
+    torch.testing.assert_close(shorter[0, :3], hidden[0, :3])
+
+
+def test_guidance_encoder_blocks_differ_as_their_official_codes():
+    """DreamRec's block has no residual stream: its output forgets the input except through the attention (the
+    normalised queries are added back); PreferDiff's adds the input to the attention and feed-forward outputs."""
+    torch.manual_seed(0)
+    plain, residual = guidance_encoder(False, n_layers=1), guidance_encoder(True, n_layers=1)
+    residual.load_state_dict(plain.state_dict())
+    sequence, embeddings = torch.tensor([[1, 2, 3]]), torch.randn(1, 3, 8)
+    assert not torch.allclose(plain.eval()(sequence, embeddings), residual.eval()(sequence, embeddings))
+
+
+def test_guidance_encoder_initialisation_is_the_official_one():
+    torch.manual_seed(0)
+    config = guidance_encoder_config(hidden_size=64, n_layers=1, dropout=0.1)
+    model = GuidanceEncoder(config, 50, residual_stream=True)
+    assert abs(model.position_embedding.weight.std().item() - 1.0) < 0.05  # nn.Embedding's N(0, 1)
+    query = model.blocks[0]["query"]
+    assert abs(query.weight.std().item() - (2 / 128) ** 0.5) < 0.01 and not query.bias.any()  # Xavier-uniform
+    plain = GuidanceEncoder(config, 50, residual_stream=False)
+    assert plain.blocks[0]["query"].bias.any()  # PyTorch's default Linear initialisation

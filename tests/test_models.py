@@ -61,7 +61,7 @@ class ModelCase:
 DIFFREC_FAST = {**DIFFREC_SMALL, "train_batch_size": 32, "learning_rate": 0.005}
 
 MODEL_CASES = [
-    ModelCase("DreamRec", DREAMREC_SMALL, epochs=3),
+    ModelCase("DreamRec", DREAMREC_SMALL, epochs=5),
     ModelCase("DiffuRec", {**DIFFUREC_SMALL, "learning_rate": 0.005}, epochs=3),
     ModelCase("DiffRec2", {**DIFFREC2_SMALL, "learning_rate": 0.02}, epochs=4),
     ModelCase("DimeRec", DIMEREC_SMALL, epochs=3, variant={"gem_type": "model"}),
@@ -74,7 +74,7 @@ MODEL_CASES = [
     ModelCase("LTDiffRec", {**LDIFFREC_SMALL, "learning_rate": 0.01}, epochs=6, general=True, min_hit=0.7),
     ModelCase("DDRM", {**DDRM_SMALL, "pretrain_epochs": 10}, epochs=5, general=True),
     ModelCase("ADRec", ADREC_SMALL, epochs=3),
-    ModelCase("PreferDiff", PREFERDIFF_SMALL, epochs=3),
+    ModelCase("PreferDiff", PREFERDIFF_SMALL, epochs=10),
 ]
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from benchmarks.parity import harness, run_parity
 from benchmarks.parity.adapters import dreamrec
+from tests.official_encoders import copy_guidance_encoder
 
 OFFICIAL_DIR = os.environ.get("PARITY_OFFICIAL_DREAMREC")
 HPARAMS = {**dreamrec.DEFAULTS, "history_length": 5, "timesteps": 10, "epochs": 1, "batch_size": 64}
@@ -221,3 +222,21 @@ def test_resume_keeps_finished_rows_of_the_same_run(tmp_path):
     assert run_parity.finished_rows(tmp_path, hparams, "ml-100k") == [row]
     with pytest.raises(SystemExit, match="other values of epochs, learning_rate"):
         run_parity.finished_rows(tmp_path, {**hparams, "epochs": 9, "learning_rate": 1.0}, "ml-100k")
+
+
+@pytest.mark.skipif(not OFFICIAL_DIR or not Path(OFFICIAL_DIR).is_dir(), reason="no official DreamRec snapshot")
+def test_plugin_guidance_is_the_official_tenc_guidance(split):
+    """With the same weights, the plugin's DreamRec encodes every history as the official ``Tenc.cacu_h`` does."""
+    config, train_data, _, test_data = split
+    torch.manual_seed(0)
+    model = harness.get_model("DreamRec")(config, train_data._dataset).eval()
+    official = dreamrec.OfficialRunner(OFFICIAL_DIR, train_data._dataset, {**HPARAMS, "hidden_size": 16}, seed=100)
+    tenc = official.model.eval()
+    copy_guidance_encoder(model.encoder, [tenc], tenc.positional_embeddings)
+    with torch.no_grad():
+        tenc.item_embeddings.weight.copy_(torch.cat([model.item_embedding.weight[1:], model.item_embedding.weight[:1]]))
+        interaction = next(iter(test_data))[0]
+        item_seq, lengths = interaction["item_id_list"], interaction["item_length"]
+        guidance = model.forward(item_seq, lengths)
+        states = dreamrec.official_states(item_seq, official.item_num)
+        torch.testing.assert_close(guidance, tenc.cacu_h(states, lengths, 0.0), rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ from torch import nn
 
 from benchmarks.parity import harness, run_parity
 from benchmarks.parity.adapters import preferdiff
+from tests.official_encoders import copy_guidance_encoder
 
 OFFICIAL_DIR = os.environ.get("PARITY_OFFICIAL_PREFERDIFF")
 HPARAMS = {
@@ -76,10 +77,10 @@ def test_export_reproduces_training_targets_and_histories(split):
 def test_plugin_and_official_configs_give_the_intended_model(split):
     config, train_data, _, _ = split
     model = harness.get_model("PreferDiff")(config, train_data._dataset)
-    layers = model.encoder.transformer.layer
-    assert model.hidden_size == 16 and model.max_seq_length == 5 and len(layers) == preferdiff.OFFICIAL_LAYERS
-    assert layers[0].multi_head_attention.num_attention_heads == preferdiff.OFFICIAL_HEADS
-    assert layers[0].feed_forward.dense_1.out_features == 16  # official FFN: hidden -> hidden
+    blocks = model.encoder.blocks
+    assert model.hidden_size == 16 and model.max_seq_length == 5 and len(blocks) == preferdiff.OFFICIAL_LAYERS
+    assert model.encoder.n_heads == preferdiff.OFFICIAL_HEADS and model.encoder.residual_stream
+    assert blocks[0]["feed_forward"][0].out_features == 16  # official FFN: hidden -> hidden
     np.testing.assert_allclose(model.diffusion.betas.double().numpy(), np.linspace(1e-4, 0.02, 20), rtol=1e-6)
     assert model.inference_steps == 20 // 5 + 1  # as many denoiser calls as the official DDIM
     assert (model.guidance_weight, model.p_uncond, model.loss_type) == (2.0, 0.1, "cosine")
@@ -208,3 +209,20 @@ def test_official_data_and_side(split):
     assert model.item_embeddings.weight.shape == (dataset.item_num, 16) and len(model.layers) == 1
     row = harness.run_official_side(preferdiff, OFFICIAL_DIR, config, train_data, test_data, HPARAMS, seed=100)
     assert all(0 <= row[metric] <= 1 for metric in harness.METRICS) and row["norm_ratio"] > 0
+
+
+@pytest.mark.skipif(not OFFICIAL_DIR or not Path(OFFICIAL_DIR).is_dir(), reason="no official PreferDiff snapshot")
+def test_plugin_guidance_is_the_official_representation(split):
+    """With the same weights, the plugin's PreferDiff encodes every history as the official ``get_representation``."""
+    config, train_data, _, test_data = split
+    torch.manual_seed(0)
+    model = harness.get_model("PreferDiff")(config, train_data._dataset).eval()
+    model_class, _ = preferdiff.load_official(OFFICIAL_DIR)
+    official = model_class(preferdiff.official_config(HPARAMS, train_data._dataset.item_num - 1, "cpu")).eval()
+    copy_guidance_encoder(model.encoder, official.layers, official.positional_embeddings)
+    with torch.no_grad():
+        official.item_embeddings.weight.copy_(model.item_embedding.weight)
+        interaction = next(iter(test_data))[0]
+        batch = {"item_seqs": interaction["item_id_list"], "seq_lengths": interaction["item_length"]}
+        guidance = model.forward(batch["item_seqs"], batch["seq_lengths"])
+        torch.testing.assert_close(guidance, official.get_representation(batch), rtol=1e-5, atol=1e-5)

@@ -36,9 +36,9 @@ def load_module(name, path):
 
 @torch.no_grad()
 def plugin_initialisation(model, std, kept=("item_embeddings", "none_embedding")):
-    """Give an official DreamRec-style ``model`` the plugin's initialisation (the adapters' ``plugin_init``
-    modification): Linear, Embedding and Conv1d weights N(0, ``std``), biases 0, LayerNorm the identity; the
-    embeddings named in ``kept`` keep their official values."""
+    """Give an official DreamRec-style ``model`` the initialisation of the plugin's ``initializer_range: std`` (the
+    adapters' ``plugin_init`` modification): Linear, Embedding and Conv1d weights N(0, ``std``), biases 0, LayerNorm
+    the identity; the embeddings named in ``kept`` keep their official values."""
     saved = {name: getattr(model, name).weight.clone() for name in kept}
     for module in model.modules():
         if isinstance(module, nn.Conv1d):

@@ -7,7 +7,13 @@ from recbole_diffusion.diffusion.from_config import (
     diffusion_from_config,
     diffusion_steps,
 )
-from recbole_diffusion.diffusion.gaussian import PREDICTION_TYPES, GaussianDiffusion, drop_condition, guided_output
+from recbole_diffusion.diffusion.gaussian import (
+    PREDICTION_TYPES,
+    GaussianDiffusion,
+    drop_condition,
+    guided_denoiser,
+    guided_output,
+)
 from recbole_diffusion.diffusion.losses import (
     REGRESSION_LOSSES,
     cosine_regression_loss,
@@ -43,6 +49,7 @@ __all__ = [
     "exp_map",
     "geodesic_distance",
     "geodesic_q_sample",
+    "guided_denoiser",
     "guided_output",
     "in_batch_negative_mean",
     "log_map",

@@ -30,6 +30,18 @@ def guided_output(cond_output, uncond_output, guidance_weight):
     return (1 + guidance_weight) * cond_output - guidance_weight * uncond_output
 
 
+def guided_denoiser(denoise, condition, null_condition, guidance_weight):
+    """The classifier-free guided network for the core's samplers: ``(x_t, t) -> guided_output(denoise(x_t, t,
+    condition), denoise(x_t, t, null_condition), guidance_weight)``, ``null_condition`` broadcast to ``condition``."""
+    null_condition = null_condition.expand_as(condition)
+
+    def guided(x_t, timesteps):
+        conditional = denoise(x_t, timesteps, condition)
+        return guided_output(conditional, denoise(x_t, timesteps, null_condition), guidance_weight)
+
+    return guided
+
+
 def drop_condition(condition, null_condition, p_uncond):
     """Classifier-free guidance training (Ho & Salimans): each row of ``condition`` ``[B, ...]`` is replaced by
     ``null_condition`` (broadcast to one row) with probability ``p_uncond``, so one network learns both the

@@ -1,6 +1,7 @@
-"""Network pieces shared by the plugin's models: a Transformer sequence encoder, DiffuRec's approximator Transformer,
-ADRec's causal Transformer, step embeddings, the item table of the models that denoise item embeddings, and DiffRec's
-MLP denoiser with its step features (DiffRec, L-DiffRec, DDRM)."""
+"""Network pieces shared by the plugin's models: a Transformer sequence encoder, the official DreamRec and PreferDiff
+history encoder, DiffuRec's approximator Transformer, ADRec's causal Transformer, step embeddings, the item table of
+the models that denoise item embeddings, and DiffRec's MLP denoiser with its step features (DiffRec, L-DiffRec,
+DDRM)."""
 
 import math
 from functools import partial
@@ -14,7 +15,9 @@ from torch import nn
 from recbole_diffusion.pretrain import load_embedding_file
 from recbole_diffusion.validation import ConfigError, is_positive_int, number, one_of, positive_int, probability
 
-ENCODER_ACTS = ("gelu", "relu", "swish", "tanh", "sigmoid")  # RecBole's FeedForward activations
+# RecBole's FeedForward activations, as modules for GuidanceEncoder
+ENCODER_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "swish": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+ENCODER_ACTS = tuple(ENCODER_ACTIVATIONS)
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}  # DiffRec's MLP activations
 
 
@@ -103,6 +106,118 @@ class SequenceEncoder(nn.Module):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).expand_as(item_seq)
         hidden = self.dropout(self.layer_norm(item_embeddings + self.position_embedding(positions)))
         return self.transformer(hidden, self.attention_mask(item_seq), output_all_encoded_layers=False)[-1]
+
+
+ENCODER_BLOCKS = ("official", "sasrec")
+
+
+class GuidanceEncoder(nn.Module):
+    """The history encoder of the official DreamRec and PreferDiff code (both share one SASRec variant).
+
+    Item + position embeddings (no LayerNorm), dropout, padded positions set to zero, then ``n_layers`` blocks. A
+    block: causal attention whose queries are the LayerNorm of its input and whose keys and values are the input
+    itself, scaled by ``sqrt(hidden_size)`` (not per head), padded keys masked, no output projection, the normalised
+    queries added back; then a feed-forward ``Linear - act - Linear`` with dropout, its own residual and LayerNorm,
+    zero at padded positions; a final LayerNorm. ``residual_stream=False`` is DreamRec's block (the feed-forward
+    reads the LayerNorm of the attention output; the block returns the LayerNorm of the feed-forward);
+    ``residual_stream=True`` PreferDiff's (the attention and feed-forward outputs are added to the block input).
+    Padded positions never reach a real one (the official code also zeroes their attention weights; their outputs
+    are not read). Initialisation as officially: PyTorch's defaults, position embeddings N(0, 1); with
+    ``residual_stream`` the attention projections Xavier-uniform with zero biases.
+
+    ``forward(item_seq, item_embeddings)`` returns the hidden state of every position, ``[batch, length, hidden]``.
+    """
+
+    def __init__(self, config, max_seq_length, residual_stream):
+        """``config``: a mapping with hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob,
+        attn_dropout_prob, hidden_act and layer_norm_eps (checked by :func:`check_guidance_encoder_config`)."""
+        super().__init__()
+        hidden_size, inner_size, eps = config["hidden_size"], config["inner_size"], config["layer_norm_eps"]
+        self.n_heads = config["n_heads"]
+        self.residual_stream = residual_stream
+        self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
+        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.attn_dropout = nn.Dropout(config["attn_dropout_prob"])
+        self.blocks = nn.ModuleList()
+        for _ in range(config["n_layers"]):
+            block = nn.ModuleDict(
+                {
+                    "query_norm": nn.LayerNorm(hidden_size, eps=eps),
+                    "query": nn.Linear(hidden_size, hidden_size),
+                    "key": nn.Linear(hidden_size, hidden_size),
+                    "value": nn.Linear(hidden_size, hidden_size),
+                    "feed_forward_norm": nn.LayerNorm(hidden_size, eps=eps),
+                    "feed_forward": nn.Sequential(
+                        nn.Linear(hidden_size, inner_size),
+                        ENCODER_ACTIVATIONS[config["hidden_act"]](),
+                        nn.Linear(inner_size, hidden_size),
+                        nn.Dropout(config["hidden_dropout_prob"]),
+                    ),
+                    "feed_forward_residual_norm": nn.LayerNorm(hidden_size, eps=eps),
+                    "output_norm": nn.LayerNorm(hidden_size, eps=eps),
+                }
+            )
+            if residual_stream:
+                for name in ("query", "key", "value"):
+                    nn.init.xavier_uniform_(block[name].weight)
+                    nn.init.zeros_(block[name].bias)
+            self.blocks.append(block)
+
+    def attention(self, block, queries, keys, allowed):
+        """Multi-head attention of ``queries`` over ``keys`` (both ``[batch, length, hidden]``) where ``allowed``
+        ``[batch, length, length]``; the queries are added to the result."""
+        batch, length, hidden = queries.shape
+
+        def heads(tensor):
+            return tensor.view(batch, length, self.n_heads, hidden // self.n_heads).transpose(1, 2)
+
+        scores = heads(block["query"](queries)) @ heads(block["key"](keys)).transpose(-1, -2) / math.sqrt(hidden)
+        scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+        weights = self.attn_dropout(torch.softmax(scores, dim=-1))
+        attended = (weights @ heads(block["value"](keys))).transpose(1, 2).reshape(batch, length, hidden)
+        return attended + queries
+
+    def forward(self, item_seq, item_embeddings):
+        length = item_seq.size(1)
+        not_padding = (item_seq > 0).unsqueeze(-1).to(item_embeddings.dtype)
+        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=item_seq.device))
+        allowed = (item_seq > 0)[:, None, :] & causal
+        positions = torch.arange(length, device=item_seq.device)
+        hidden = self.dropout(item_embeddings + self.position_embedding(positions))
+        for block in self.blocks:
+            hidden = hidden * not_padding
+            attended = self.attention(block, block["query_norm"](hidden), hidden, allowed)
+            if self.residual_stream:
+                hidden = hidden + attended
+                hidden = hidden + self.feed_forward(block, block["feed_forward_norm"](hidden)) * not_padding
+            else:
+                hidden = self.feed_forward(block, block["feed_forward_norm"](attended)) * not_padding
+            hidden = block["output_norm"](hidden)
+        return hidden
+
+    @staticmethod
+    def feed_forward(block, hidden):
+        """The block's feed-forward with its own residual and LayerNorm."""
+        return block["feed_forward_residual_norm"](hidden + block["feed_forward"](hidden))
+
+
+def guidance_encoder_from_config(config, max_seq_length, residual_stream):
+    """The history encoder of ``encoder_block`` (one of :data:`ENCODER_BLOCKS`): ``official``, the
+    :class:`GuidanceEncoder` of the official DreamRec (``residual_stream=False``) or PreferDiff (``True``) code;
+    ``sasrec``, RecBole's SASRec block (:class:`SequenceEncoder`, causal)."""
+    if config["encoder_block"] == "official":
+        return GuidanceEncoder(config, max_seq_length, residual_stream)
+    return SequenceEncoder.from_config(config, max_seq_length)
+
+
+def check_guidance_encoder_config(config):
+    """Check ``encoder_block``, the keys of both encoders (:meth:`SequenceEncoder.check_config`) and
+    ``initializer_range``: ``~`` (the official code's initialisation: PyTorch's defaults) or the positive std of
+    :func:`init_normal_weights`."""
+    one_of("encoder_block", config["encoder_block"], ENCODER_BLOCKS)
+    SequenceEncoder.check_config(config)
+    if config["initializer_range"] is not None:
+        number("initializer_range", config["initializer_range"], 0, low_open=True)
 
 
 class HistoryCondition(NamedTuple):

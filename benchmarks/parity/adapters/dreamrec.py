@@ -30,7 +30,7 @@ import torch
 from benchmarks.parity.official_code import checked_snapshot, plugin_initialisation
 
 MODEL = "DreamRec"
-PLUGIN_INIT_STD = 0.02  # the plugin's initializer_range for DreamRec
+PLUGIN_INIT_STD = 0.02  # the std of the plugin's DreamRec with initializer_range 0.02
 OFFICIAL_REPOSITORY = "YangZhengyi98/DreamRec"
 OFFICIAL_FILES = ("DreamRec.py", "utility.py", "Modules_ori.py")
 
@@ -55,8 +55,9 @@ DEFAULTS = {
 MODIFICATIONS = {
     "detach_target": "the official training step with the target embedding detached (x_start.detach()): "
     "a modification of the official step, the counterpart of the plugin's detach_target=True",
-    "plugin_init": "the official model initialised as the plugin's DreamRec (Linear, Conv1d and position-embedding "
-    "weights N(0, 0.02), biases 0; item and null embeddings keep the official N(0, 1)): a modification of the "
+    "plugin_init": "the official model initialised as the plugin's DreamRec with initializer_range 0.02 (Linear, "
+    "Conv1d and position-embedding weights N(0, 0.02), biases 0; item and null embeddings keep the official "
+    "N(0, 1)): a modification of the "
     "official model, to separate the effect of initialisation from that of the encoder",
 }
 

@@ -13,8 +13,9 @@ chain from Gaussian noise and ranks all items by inner product with the generate
 
 Config keys (defaults and comments in ``properties/model/DreamRec.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act,
-    layer_norm_eps, initializer_range, denoiser_type, diffusion_steps, beta_schedule, beta_start, beta_end,
-    p_uncond, guidance_weight, inference_steps, valid_inference_steps, ddim_eta, detach_target, item_emb_path.
+    layer_norm_eps, encoder_block, initializer_range, denoiser_type, diffusion_steps, beta_schedule, beta_start,
+    beta_end, p_uncond, guidance_weight, inference_steps, valid_inference_steps, ddim_eta, detach_target,
+    item_emb_path.
 
 Embedding collapse (``recbole_diffusion.collapse``): the official loss regresses onto the *trainable* target
 embedding, so it can fall by shrinking the targets, the popular ones most, and inner-product ranking then favours
@@ -23,9 +24,13 @@ behaviour), stop it: ``detach_target`` (no gradient through the target embedding
 history encoder) and ``item_emb_path`` (frozen item embeddings from a ``.npy`` file, as successor papers denoise
 fixed embeddings). The plugin's trainer warns when the norms of popular targets collapse.
 
-Differences from the official code: the encoder is RecBole's SASRec block (post-LayerNorm, FFN by linear layers)
-with the official size (1 layer, 1 head, FFN width = hidden size); dropout is off at inference (the official code
-never calls ``model.eval()``); the padding item is never recommended.
+Differences from the official code: dropout is off at inference (the official code never calls ``model.eval()``);
+the padding item is never recommended; the official attention also zeroes the weights of a query whose normalised
+vector sums to exactly 0 (meant for padding; in float32 it also hits real positions by rounding while the LayerNorm
+is near its initial identity): not reproduced. The history encoder (``encoder_block: official``,
+:class:`recbole_diffusion.model.layers.GuidanceEncoder`) and the initialisation (``initializer_range: ~``) are the
+official ones; ``encoder_block: sasrec`` and ``initializer_range: 0.02`` give RecBole's SASRec block and
+initialisation instead (on ml-100k they score higher than the official ones: ``benchmarks/parity/README.md``).
 """
 
 from functools import partial
@@ -36,10 +41,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config, drop_condition, guided_output
+from recbole_diffusion.diffusion import check_betas_config, diffusion_from_config, drop_condition, guided_denoiser
 from recbole_diffusion.model.layers import (
-    SequenceEncoder,
     StepEmbedding,
+    check_guidance_encoder_config,
+    guidance_encoder_from_config,
     init_item_embedding,
     init_normal_weights,
 )
@@ -58,8 +64,7 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
     @classmethod
     def check_config(cls, config):
         """Check every key the model reads; no data needed."""
-        SequenceEncoder.check_config(config)
-        number("initializer_range", config["initializer_range"], 0, low_open=True)
+        check_guidance_encoder_config(config)
         one_of("denoiser_type", config["denoiser_type"], DENOISER_TYPES)
         probability("p_uncond", config["p_uncond"])
         number("guidance_weight", config["guidance_weight"])
@@ -80,7 +85,7 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
         denoiser_type = config["denoiser_type"]
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.encoder = SequenceEncoder.from_config(config, self.max_seq_length)
+        self.encoder = guidance_encoder_from_config(config, self.max_seq_length, residual_stream=False)
         self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
         self.step_embedding = StepEmbedding(self.hidden_size)
         denoiser_input = 3 * self.hidden_size
@@ -94,7 +99,8 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
             )
         self.diffusion = diffusion_from_config(config)
         self.init_sampling(config)
-        self.apply(partial(init_normal_weights, std=self.initializer_range))
+        if self.initializer_range is not None:
+            self.apply(partial(init_normal_weights, std=self.initializer_range))
         init_item_embedding(self.item_embedding, config["item_emb_path"])
 
     def forward(self, item_seq, item_seq_len):
@@ -119,14 +125,8 @@ class DreamRec(ReverseChainSampling, SequentialRecommender):
     @torch.no_grad()
     def generate(self, guidance, num_inference_steps=None):
         """Run the guided reverse chain to the oracle item embedding."""
-        null_guidance = self.null_guidance.expand_as(guidance)
-
-        def guided_denoiser(x_t, timesteps):
-            conditional = self.denoise(x_t, timesteps, guidance)
-            return guided_output(conditional, self.denoise(x_t, timesteps, null_guidance), self.guidance_weight)
-
         return self.diffusion.sample(
-            guided_denoiser,
+            guided_denoiser(self.denoise, guidance, self.null_guidance, self.guidance_weight),
             guidance.shape,
             guidance.device,
             num_inference_steps=self.sampler_steps(num_inference_steps),

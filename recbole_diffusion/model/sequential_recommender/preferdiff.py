@@ -18,16 +18,16 @@ Item embeddings: trainable ``N(0, 1)`` ids (the official ``ab=iids``), or frozen
 
 Config keys (defaults and comments in ``properties/model/PreferDiff.yaml``):
     hidden_size, n_layers, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, layer_norm_eps,
-    initializer_range, diffusion_steps, beta_schedule, beta_start, beta_end, p_uncond, guidance_weight, loss_type,
-    gamma, preference_weight, negative_sampling, n_negatives, inference_steps, valid_inference_steps, ddim_eta,
-    item_emb_path, whiten_item_embeddings.
+    encoder_block, initializer_range, diffusion_steps, beta_schedule, beta_start, beta_end, p_uncond,
+    guidance_weight, loss_type, gamma, preference_weight, negative_sampling, n_negatives, inference_steps,
+    valid_inference_steps, ddim_eta, item_emb_path, whiten_item_embeddings.
 
 Differences from the official code:
-    - The encoder is RecBole's SASRec block (the plugin's ``SequenceEncoder``: LayerNorm of item + position
-      embeddings, post-LayerNorm attention and feed-forward) with the official size (1 layer, 2 heads, FFN width =
-      hidden size); the official block normalises the queries but not the keys, scales attention by the hidden
-      size, and adds a third LayerNorm. Encoder and denoiser weights start from N(0, initializer_range) (official:
-      PyTorch's and Xavier initialisations, position embeddings N(0, 1)).
+    - The history encoder (``encoder_block: official``, :class:`recbole_diffusion.model.layers.GuidanceEncoder`)
+      and the initialisation (``initializer_range: ~``) are the official ones, except that a query whose normalised
+      vector sums to exactly 0 keeps its attention weights (officially zeroed, meant for padding; in float32 it also
+      hits real positions by rounding near the LayerNorm's initial identity). ``encoder_block: sasrec`` and
+      ``initializer_range: 0.02`` give RecBole's SASRec block and initialisation instead.
     - Sampling is the core's DDIM with ``inference_steps`` (21) evenly spaced steps from ``T - 1`` to 0; the network
       sees the step whose noise level it denoises. The official DDIM also makes 21 calls, at the noise levels of
       steps 1999, 1899, ..., 99, 0, but feeds the network the step plus one (2000, 1900, ..., 100, 0).
@@ -49,13 +49,19 @@ from recbole_diffusion.diffusion import (
     check_betas_config,
     diffusion_from_config,
     drop_condition,
-    guided_output,
+    guided_denoiser,
     in_batch_negative_mean,
     preference_loss,
     regression_loss,
     sampled_in_batch_negative_mean,
 )
-from recbole_diffusion.model.layers import SequenceEncoder, StepEmbedding, init_item_embedding, init_normal_weights
+from recbole_diffusion.model.layers import (
+    StepEmbedding,
+    check_guidance_encoder_config,
+    guidance_encoder_from_config,
+    init_item_embedding,
+    init_normal_weights,
+)
 from recbole_diffusion.model.sampling import ReverseChainSampling, without_padding_item
 from recbole_diffusion.pretrain import whiten_embeddings
 from recbole_diffusion.utils import register_model
@@ -72,8 +78,7 @@ class PreferDiff(ReverseChainSampling, SequentialRecommender):
     @classmethod
     def check_config(cls, config):
         """Check every key the model reads; no data needed."""
-        SequenceEncoder.check_config(config)
-        number("initializer_range", config["initializer_range"], 0, low_open=True)
+        check_guidance_encoder_config(config)
         probability("p_uncond", config["p_uncond"])
         number("guidance_weight", config["guidance_weight"])
         one_of("loss_type", config["loss_type"], REGRESSION_LOSSES)
@@ -100,13 +105,14 @@ class PreferDiff(ReverseChainSampling, SequentialRecommender):
         self.ddim_eta = config["ddim_eta"]
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.encoder = SequenceEncoder.from_config(config, self.max_seq_length)
+        self.encoder = guidance_encoder_from_config(config, self.max_seq_length, residual_stream=True)
         self.null_guidance = nn.Parameter(torch.randn(self.hidden_size))
         self.step_embedding = StepEmbedding(self.hidden_size)
         self.denoiser = nn.Linear(3 * self.hidden_size, self.hidden_size)
         self.diffusion = diffusion_from_config(config)
         self.init_sampling(config)
-        self.apply(partial(init_normal_weights, std=config["initializer_range"]))
+        if config["initializer_range"] is not None:
+            self.apply(partial(init_normal_weights, std=config["initializer_range"]))
         init_item_embedding(self.item_embedding, config["item_emb_path"])
         if config["item_emb_path"] and config["whiten_item_embeddings"]:
             self.item_embedding.weight.data[1:] = whiten_embeddings(self.item_embedding.weight.data[1:])
@@ -144,14 +150,8 @@ class PreferDiff(ReverseChainSampling, SequentialRecommender):
     @torch.no_grad()
     def generate(self, guidance, num_inference_steps=None):
         """Run the guided reverse chain to the embedding that scores the items."""
-        null_guidance = self.null_guidance.expand_as(guidance)
-
-        def guided_denoiser(x_t, timesteps):
-            conditional = self.denoise(x_t, timesteps, guidance)
-            return guided_output(conditional, self.denoise(x_t, timesteps, null_guidance), self.guidance_weight)
-
         return self.diffusion.sample(
-            guided_denoiser,
+            guided_denoiser(self.denoise, guidance, self.null_guidance, self.guidance_weight),
             guidance.shape,
             guidance.device,
             num_inference_steps=self.sampler_steps(num_inference_steps),
