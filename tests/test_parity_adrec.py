@@ -14,6 +14,7 @@ import torch
 
 from benchmarks.parity import harness, run_parity
 from benchmarks.parity.adapters import adrec, diffurec
+from recbole_diffusion.pretrain import pretrained_next_item_embeddings
 from tests.conftest import markov_sequences
 
 OFFICIAL_DIR = os.environ.get("PARITY_OFFICIAL_ADREC")
@@ -262,3 +263,64 @@ def test_test_inputs_are_the_official_test_rows(split):
     targets = adrec.official_targets(sequence)
     torch.testing.assert_close(targets[:, :-1], answers[:, :-1])
     torch.testing.assert_close(answers[:, -1], interaction["item_id"])  # the answer, where ours puts 0 (never read)
+
+
+def test_right_aligned_moves_the_padding_after_the_items():
+    sequence = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5], [0, 0, 0, 0, 9]])
+    tag = torch.tensor([[0, 0, 6, 7, 8], [2, 3, 4, 5, 6], [0, 0, 0, 0, 4]])
+    aligned_sequence, aligned_tag = adrec.right_aligned(sequence, tag)
+    assert aligned_sequence.tolist() == [[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 0, 0, 0, 0]]
+    assert aligned_tag.tolist() == [[6, 7, 8, 0, 0], [2, 3, 4, 5, 6], [4, 0, 0, 0, 0]]
+
+
+@needs_official
+def test_frozen_warmup_keeps_the_table_and_unpadded_attention_hides_padding(split):
+    config, train_data, _, test_data = split
+    hparams = {**HPARAMS, "frozen_warmup": True, "unpadded_attention": True}
+    runner = adrec.OfficialRunner(OFFICIAL_DIR, train_data._dataset, hparams, seed=100)
+    table = runner.target_embedding_weight().clone()
+    runner.train_epoch()
+    torch.testing.assert_close(runner.target_embedding_weight(), table, rtol=0, atol=0)
+    runner.train_epoch()  # unfrozen
+    assert not torch.equal(runner.target_embedding_weight(), table)
+
+    # With causal attention, right-aligned rows give every real item what its unpadded history gives it; left
+    # padding (the official rows) changes it.
+    model = runner.model.eval()
+    left = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    right, _ = adrec.right_aligned(left, left)
+    with torch.no_grad():
+        encoded = {
+            name: model.diffu.ag_encoder(model.hist_norm(model.item_embedding(rows)), (rows > 0).float())
+            for name, rows in (("left", left), ("right", right), ("alone", left[:1, 2:]))
+        }
+    torch.testing.assert_close(encoded["right"][0, :3], encoded["alone"][0])
+    assert not torch.allclose(encoded["left"][0, 2:], encoded["alone"][0], atol=1e-4)
+
+    # Test scoring under unpadded_attention: users grouped by history length (shortest first), each group unpadded.
+    interaction = next(iter(test_data))[0]
+    torch.manual_seed(0)
+    scores = runner.full_sort_scores(interaction, False)
+    assert scores.shape == (len(interaction), train_data._dataset.item_num)
+    sequence = diffurec.official_histories(interaction["item_id_list"], interaction["item_length"])
+    lengths = interaction["item_length"]
+    shortest = int(lengths.min())
+    group = sequence[lengths == shortest, sequence.shape[1] - shortest :]
+    assert (group > 0).all()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = model.calculate_score(model(group, adrec.official_targets(group), train_flag=False)[1])
+    torch.testing.assert_close(scores[lengths == shortest], expected)
+
+
+@needs_official
+def test_plugin_pretraining_gives_the_official_model_the_plugins_table(split):
+    _, train_data, _, _ = split
+    dataset = train_data._dataset
+    hparams = {**HPARAMS, "plugin_pretraining": True}
+    runner = adrec.OfficialRunner(OFFICIAL_DIR, dataset, hparams, seed=101)
+    dataset.config["seed"] = 101
+    expected = pretrained_next_item_embeddings(dataset.config, dataset).cpu()
+    expected[0] = 0  # the padding row, zeroed as by the plugin's model
+    torch.testing.assert_close(runner.target_embedding_weight(), expected, rtol=0, atol=0)
+    assert runner.pretrain_losses == []

@@ -79,6 +79,7 @@ import yaml
 
 from benchmarks.parity.adapters.diffurec import OFFICIAL_SCHEDULES, official_histories
 from benchmarks.parity.official_code import checked_snapshot
+from recbole_diffusion.pretrain import pretrained_next_item_embeddings
 
 MODEL = "ADRec"
 OFFICIAL_REPOSITORY = "Nemo-1024/ADRec"
@@ -124,8 +125,23 @@ DEFAULTS = {
     "lr_cosine_epochs": 500,
     "pretrain_epochs": 50,
     "epochs": 50,
+    "frozen_warmup": False,
+    "unpadded_attention": False,
+    "plugin_pretraining": False,
 }
-MODIFICATIONS = {}
+# Options that change the official code's behaviour (reported in table.md as modifications), each the counterpart of a
+# difference the plugin's docstring names.
+MODIFICATIONS = {
+    "frozen_warmup": "the item table truly frozen during the warm-up (its zero PCGrad gradient is removed before "
+    "each Adam step, so weight decay does not move it and Adam keeps no state for it), as the plugin's",
+    "unpadded_attention": "no real item attends to padding, in both stages, as in the plugin (right-padded causal "
+    "rows): training rows right-aligned (padding after the items; same shuffle), test histories scored unpadded, "
+    "grouped by length (the official encoders have no position embeddings, so this equals masking padded keys)",
+    "plugin_pretraining": "the official second stage (main.py --model adrec) starts from the plugin's pretrained "
+    "table of the same seed (recbole_diffusion.pretrain, as the plugin side's, padding row zeroed as the plugin "
+    "does) instead of the "
+    "official pretraining",
+}
 SCORINGS = ("eval",)  # the official test scores a copy of the model taken after model.eval()
 EVALUATION_NOTE = (
     "Both sides: the model after the last epoch (no validation, no checkpoint selection); each side pretrains its "
@@ -241,6 +257,15 @@ def official_targets(sequence):
     return targets
 
 
+def right_aligned(sequence, tag):
+    """Left-padded official training rows ``[batch, L]`` (``sequence``, ``tag``) with their padding moved after the
+    items (each row rotated; items keep their order)."""
+    length = sequence.shape[1]
+    shift = length - (sequence > 0).sum(1, keepdim=True)
+    index = (torch.arange(length, device=sequence.device) + shift) % length
+    return sequence.gather(1, index), tag.gather(1, index)
+
+
 def _stand_in_module(name, functions=(), classes=()):
     """A module ``name`` whose ``functions`` and ``classes`` raise when called or built."""
     module = types.ModuleType(name)
@@ -326,7 +351,30 @@ class OfficialRunner:
         self.pretrain_args = official_args(official_dir, hparams, item_num, seed, self.device, "pretrain", name)
         self.args = args = official_args(official_dir, hparams, item_num, seed, self.device, "adrec", name)
 
-        # First command: main.py --model pretrain (fixed budget, last model kept).
+        # First command: main.py --model pretrain (fixed budget, last model kept), or the plugin's pretraining.
+        if hparams["plugin_pretraining"]:
+            start = time.perf_counter()
+            dataset.config["seed"] = seed  # as the plugin side's config: the same cached table
+            self.pretrained_table = pretrained_next_item_embeddings(dataset.config, dataset).detach().cpu().clone()
+            self.pretrained_table[0] = 0  # as the plugin's model starts from it
+            self.pretrain_seconds, self.pretrain_losses = time.perf_counter() - start, []
+            pretrained_state = {"item_embedding.weight": self.pretrained_table}
+        else:
+            pretrained_state = self._official_pretraining()
+
+        # Second command: main.py --model adrec, the pretrained table read from the file the first one saves.
+        official.utils.fix_random_seed_as(seed)
+        with pretrained_table_folder(pretrained_state, name):
+            self.model = official.trainer.choose_model(args)
+        self.optimizer, self.scheduler = self._optimizer(self.model, args)
+        self.loader = self._loader(args)
+        self.epoch = 0
+        self.losses = []
+
+    def _official_pretraining(self):
+        """The first official command (``main.py --model pretrain``) for a fixed budget; returns the state dict the
+        second command reads its table from."""
+        official, hparams, seed = self.official, self.hparams, self.seed
         official.utils.fix_random_seed_as(seed)
         pretrain_model = official.trainer.choose_model(self.pretrain_args)
         pretrain_optimizer, pretrain_scheduler = self._optimizer(pretrain_model, self.pretrain_args)
@@ -337,7 +385,7 @@ class OfficialRunner:
             pretrain_model.train()
             losses = []
             for sequence, tag in loader:
-                sequence, tag = sequence.to(self.device), tag.to(self.device)
+                sequence, tag = self._training_rows(sequence, tag)
                 pretrain_optimizer.zero_grad()
                 out_seq, _ = pretrain_model(sequence, tag, train_flag=True)
                 loss = pretrain_model.calculate_loss(out_seq, tag)
@@ -353,15 +401,7 @@ class OfficialRunner:
             f"last CE {self.pretrain_losses[-1] if self.pretrain_losses else float('nan'):.4f}",
             flush=True,
         )
-
-        # Second command: main.py --model adrec, the pretrained table read from the file the first one saves.
-        official.utils.fix_random_seed_as(seed)
-        with pretrained_table_folder(pretrain_model.state_dict(), name):
-            self.model = official.trainer.choose_model(args)
-        self.optimizer, self.scheduler = self._optimizer(self.model, args)
-        self.loader = self._loader(args)
-        self.epoch = 0
-        self.losses = []
+        return pretrain_model.state_dict()
 
     def _optimizer(self, model, args):
         """The official ``PCGrad(optimizers(model, args), args)`` and its per-epoch cosine schedule."""
@@ -372,6 +412,11 @@ class OfficialRunner:
     def _loader(self, args):
         return self.official.utils.Data_Train(self.sequences, args).get_pytorch_dataloaders()
 
+    def _training_rows(self, sequence, tag):
+        """A batch of the official loader on this device, right-aligned under ``unpadded_attention``."""
+        sequence, tag = sequence.to(self.device), tag.to(self.device)
+        return right_aligned(sequence, tag) if self.hparams["unpadded_attention"] else (sequence, tag)
+
     def train_epoch(self):
         """One official ADRec epoch (unfreezing at ``freeze_epochs``), then the cosine step; returns the mean CE."""
         model = self.model
@@ -379,12 +424,15 @@ class OfficialRunner:
         if self.epoch == self.hparams["freeze_epochs"]:
             model.item_embedding.weight.requires_grad = True
         ce_losses, mse_losses = [], []
+        frozen = self.hparams["frozen_warmup"] and self.epoch < self.hparams["freeze_epochs"]
         for sequence, tag in self.loader:
-            sequence, tag = sequence.to(self.device), tag.to(self.device)
+            sequence, tag = self._training_rows(sequence, tag)
             self.optimizer.zero_grad()
             out_seq, _, mse = model(sequence, tag, train_flag=True)
             ce = model.calculate_loss(out_seq, tag)
             self.optimizer.pc_backward([ce, self.args.loss_scale * mse])
+            if frozen:
+                model.item_embedding.weight.grad = None
             self.optimizer.step()
             ce_losses.append(ce.item())
             mse_losses.append(mse.item())
@@ -400,8 +448,17 @@ class OfficialRunner:
         item_seq = interaction[self.seq_field].to(self.device)
         sequence = official_histories(item_seq, interaction[self.len_field].to(self.device))
         self.model.train(dropout)
-        _, last_item, _ = self.model(sequence, official_targets(sequence), train_flag=False)
-        return self.model.calculate_score(last_item).cpu()
+        if not self.hparams["unpadded_attention"]:
+            _, last_item, _ = self.model(sequence, official_targets(sequence), train_flag=False)
+            return self.model.calculate_score(last_item).cpu()
+        lengths = (sequence > 0).sum(1)
+        scores = torch.empty(sequence.shape[0], self.model.item_embedding.num_embeddings)
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            history = sequence[rows, sequence.shape[1] - length :]
+            _, last_item, _ = self.model(history, official_targets(history), train_flag=False)
+            scores[rows.cpu()] = self.model.calculate_score(last_item).cpu()
+        return scores
 
     def target_embedding_weight(self):
         """The official item table (plugin id order already; row 0: the official padding row, pretrained)."""
