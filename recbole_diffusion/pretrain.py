@@ -112,7 +112,7 @@ def _train_backbone_seeded(config, dataset, backbone, embedding_size, epochs, le
             loss = model.calculate_loss(batch)
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += loss.item()
         if epoch % 10 == 0 or epoch == epochs - 1:
             logger.info(f"{backbone} pretraining epoch {epoch}: BPR loss {total:.4f}")
     model.eval()
