@@ -222,6 +222,14 @@ def test_resume_keeps_finished_rows_of_the_same_run(tmp_path):
     assert run_parity.finished_rows(tmp_path, hparams, "ml-100k") == [row]
     with pytest.raises(SystemExit, match="other values of epochs, learning_rate"):
         run_parity.finished_rows(tmp_path, {**hparams, "epochs": 9, "learning_rate": 1.0}, "ml-100k")
+    # A run from before the adapter had plugin_init: its value was the default, False.
+    earlier = {key: value for key, value in hparams.items() if key != "plugin_init"}
+    (tmp_path / "run.json").write_text(json.dumps({"dataset": "ml-100k", **earlier}))
+    assert run_parity.finished_rows(tmp_path, hparams, "ml-100k", dreamrec.DEFAULTS) == [row]
+    with pytest.raises(SystemExit, match="other values of plugin_init"):
+        run_parity.finished_rows(tmp_path, {**hparams, "plugin_init": True}, "ml-100k", dreamrec.DEFAULTS)
+    with pytest.raises(SystemExit, match="other values of plugin_init"):
+        run_parity.finished_rows(tmp_path, hparams, "ml-100k")  # without the defaults: refused
 
 
 @pytest.mark.skipif(not OFFICIAL_DIR or not Path(OFFICIAL_DIR).is_dir(), reason="no official DreamRec snapshot")

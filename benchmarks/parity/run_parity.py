@@ -87,13 +87,14 @@ def shown_argument(item, commit):
     return item
 
 
-def finished_rows(output, hparams, dataset):
+def finished_rows(output, hparams, dataset, defaults=None):
     """The rows of ``output/metrics.csv`` of an earlier run of the same ``dataset`` and ``hparams`` (``run.json``);
-    a folder of another run is refused with the keys that differ."""
+    a folder of another run is refused with the keys that differ. A key of ``defaults`` (the adapter's ``DEFAULTS``)
+    that the earlier ``run.json`` lacks was added to the adapter since: that run had its default value."""
     run_file, metrics_file = output / "run.json", output / "metrics.csv"
     if not run_file.is_file() or not metrics_file.is_file():
         return []
-    earlier = json.loads(run_file.read_text())
+    earlier = {**(defaults or {}), **json.loads(run_file.read_text())}
     wanted = {"dataset": dataset, **hparams}
     differing = sorted(key for key in {**earlier, **wanted} if earlier.get(key) != wanted.get(key))
     if differing:
@@ -120,7 +121,7 @@ def main(arguments=None):
     config, train_data, _, test_data = harness.build_split(
         adapter.MODEL, args.dataset, {**adapter.plugin_config(hparams), "seed": FIRST_SEED}, config_files, metrics
     )
-    rows = finished_rows(output, hparams, args.dataset) if args.resume else []
+    rows = finished_rows(output, hparams, args.dataset, adapter.DEFAULTS) if args.resume else []
     (output / "run.json").write_text(json.dumps({"dataset": args.dataset, **hparams}, indent=1) + "\n")
     done = {(row["side"], row["seed"]) for row in rows}
     for seed in range(FIRST_SEED, FIRST_SEED + args.seeds):
