@@ -139,8 +139,7 @@ MODIFICATIONS = {
     "grouped by length (the official encoders have no position embeddings, so this equals masking padded keys)",
     "plugin_pretraining": "the official second stage (main.py --model adrec) starts from the plugin's pretrained "
     "table of the same seed (recbole_diffusion.pretrain, as the plugin side's, padding row zeroed as the plugin "
-    "does) instead of the "
-    "official pretraining",
+    "does) instead of the official pretraining",
 }
 SCORINGS = ("eval",)  # the official test scores a copy of the model taken after model.eval()
 EVALUATION_NOTE = (

@@ -57,8 +57,7 @@ MODIFICATIONS = {
     "a modification of the official step, the counterpart of the plugin's detach_target=True",
     "plugin_init": "the official model initialised as the plugin's DreamRec with initializer_range 0.02 (Linear, "
     "Conv1d and position-embedding weights N(0, 0.02), biases 0; item and null embeddings keep the official "
-    "N(0, 1)): a modification of the "
-    "official model, to separate the effect of initialisation from that of the encoder",
+    "N(0, 1)): a modification of the official model, to separate the effect of initialisation from that of the encoder",
 }
 
 

@@ -86,8 +86,7 @@ PLUGIN_INIT_STD = 0.02  # the std of the plugin's PreferDiff with initializer_ra
 MODIFICATIONS = {
     "plugin_init": "the official model initialised as the plugin's PreferDiff with initializer_range 0.02 (Linear, "
     "Conv1d and position-embedding weights N(0, 0.02), biases 0; item and null embeddings keep the official "
-    "N(0, 1)): a modification of the "
-    "official initialisation",
+    "N(0, 1)): a modification of the official initialisation",
 }
 SCORINGS = ("eval",)  # the official evaluate calls model.eval(): no dropout scoring
 EVALUATION_NOTE = (
