@@ -190,8 +190,10 @@ def check_next_item_pretrain_config(config):
 class NextItemTransformer(nn.Module):
     """ADRec's pretraining network (the official ``--model pretrain``): item embeddings, LayerNorm, dropout and a
     :class:`~recbole_diffusion.model.layers.CausalTransformer`, no position embeddings; every weight matrix
-    ``N(0, 0.1)``, biases 0. ``loss(item_seq, targets)`` is the cross-entropy of the next item at every position
-    whose target is not padding."""
+    ``N(0, 0.1)``, biases 0. The padding row 0 gets no gradient; it keeps its ``N(0, 0.1)`` start under
+    ``left_padding`` (the official table: its histories are left-padded, so every item attends to it) and is zero
+    otherwise. ``loss(item_seq, targets)`` is the cross-entropy of the next item at every position whose target is
+    not padding."""
 
     def __init__(self, config, n_items):
         super().__init__()
@@ -214,8 +216,9 @@ class NextItemTransformer(nn.Module):
                 nn.init.normal_(parameter, std=0.1)
             elif name.endswith("bias") and "norm" not in name:
                 nn.init.zeros_(parameter)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        if not config["left_padding"]:
+            with torch.no_grad():
+                self.item_embedding.weight[0].zero_()
 
     def loss(self, item_seq, targets):
         hidden = self.transformer(self.dropout(self.layer_norm(self.item_embedding(item_seq))))
@@ -227,9 +230,10 @@ def pretrained_next_item_embeddings(config, dataset):
     """The item table ``[n_items, hidden_size]`` of a :class:`NextItemTransformer` trained on ``dataset``'s training
     rows (``item_id_list``, ``item_length``, ``item_id``) for ``pretrain_epochs`` epochs: Adam with
     ``pretrain_learning_rate`` and ``weight_decay``, batches of ``pretrain_batch_size`` rows, the learning rate
-    annealed per epoch over ``lr_cosine_epochs`` (when set) as in ADRec's official loop. Cached under
-    ``checkpoint_dir`` by settings and training data; the caller's random state is left as it was."""
-    from recbole_diffusion.model.layers import next_item_targets
+    annealed per epoch over ``lr_cosine_epochs`` (when set) as in ADRec's official loop; rows left-aligned under
+    ``left_padding``. Cached under ``checkpoint_dir`` by settings and training data; the caller's random state is
+    left as it was."""
+    from recbole_diffusion.model.layers import left_aligned, next_item_targets
 
     keys = (
         "hidden_size",
@@ -245,6 +249,7 @@ def pretrained_next_item_embeddings(config, dataset):
         "weight_decay",
         "lr_cosine_epochs",
         "MAX_ITEM_LIST_LENGTH",
+        "left_padding",
         "seed",
     )
     name = "-".join([dataset.dataset_name, "NextItem", *(str(config[key]) for key in keys), _fingerprint(dataset)])
@@ -255,7 +260,10 @@ def pretrained_next_item_embeddings(config, dataset):
     features = dataset.inter_feat
     list_field = dataset.iid_field + config["LIST_SUFFIX"]
     item_seq = features[list_field].to(config["device"])
-    targets = next_item_targets(item_seq, features[config["ITEM_LIST_LENGTH_FIELD"]], features[dataset.iid_field])
+    lengths = features[config["ITEM_LIST_LENGTH_FIELD"]].to(config["device"])
+    targets = next_item_targets(item_seq, lengths, features[dataset.iid_field].to(config["device"]))
+    if config["left_padding"]:
+        item_seq, targets = left_aligned(item_seq, lengths), left_aligned(targets, lengths)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config["seed"])
         network = NextItemTransformer(config, dataset.item_num).to(config["device"])

@@ -4,6 +4,7 @@ tests that drive it run only when ``PARITY_OFFICIAL_ADREC`` names a snapshot of 
 the folder holding ``src/``).
 """
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 
 from benchmarks.parity import harness, run_parity
 from benchmarks.parity.adapters import adrec, diffurec
+from recbole_diffusion import get_trainer
+from recbole_diffusion.model.layers import left_aligned
 from recbole_diffusion.pretrain import pretrained_next_item_embeddings
 from tests.conftest import markov_sequences
 
@@ -142,6 +145,9 @@ def test_options():
     config = adrec.plugin_config(hparams)
     assert (config["pretrain_epochs"], config["freeze_epochs"], config["weight_decay"]) == (3, 2, 0.0)
     assert hparams["epochs"] == adrec.DEFAULTS["epochs"] and adapter.SCORINGS == ("eval",)
+    assert (config["left_padding"], config["warmup_weight_decay"]) == (True, True)  # the official flaws, as official
+    fixed = adrec.plugin_config({**hparams, "frozen_warmup": True, "unpadded_attention": True})
+    assert (fixed["left_padding"], fixed["warmup_weight_decay"]) == (False, False)  # both sides fixed
 
 
 def test_stand_in_modules_refuse_to_run():
@@ -321,6 +327,95 @@ def test_plugin_pretraining_gives_the_official_model_the_plugins_table(split):
     runner = adrec.OfficialRunner(OFFICIAL_DIR, dataset, hparams, seed=101)
     dataset.config["seed"] = 101
     expected = pretrained_next_item_embeddings(dataset.config, dataset).cpu()
-    expected[0] = 0  # the padding row, zeroed as by the plugin's model
+    assert expected[0].abs().sum() > 0  # left padding: the padding row keeps its start, as in the plugin's model
     torch.testing.assert_close(runner.target_embedding_weight(), expected, rtol=0, atol=0)
     assert runner.pretrain_losses == []
+
+
+@contextlib.contextmanager
+def overridden(config, **values):
+    """``config`` (the module's shared split config) with ``values`` set while the block runs."""
+    saved = {key: config[key] for key in values}
+    for key, value in values.items():
+        config[key] = value
+    try:
+        yield config
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+
+
+def copy_official_weights(official, model):
+    """Give the plugin's ADRec the weights of the official ``Att_Diffuse_model`` (same maths, other layouts). The
+    step MLP's input columns are swapped halves: the official step features are [cos, sin], the plugin's [sin, cos]
+    (with other frequencies, so the two agree at step 0 only)."""
+    with torch.no_grad():
+        model.item_embedding.weight.copy_(official.item_embedding.weight)
+        model.history_norm.load_state_dict(official.hist_norm.state_dict())
+        pairs = ((model.encoder, official.diffu.ag_encoder), (model.denoiser, official.diffu.net.decoder))
+        for ours, theirs in pairs:
+            for layer, block in zip(ours.layers, theirs.transformer_blocks, strict=True):
+                projections = block.attention.linear_layers
+                layer.self_attn.in_proj_weight.copy_(torch.cat([linear.weight for linear in projections]))
+                layer.self_attn.in_proj_bias.copy_(torch.cat([linear.bias for linear in projections]))
+                layer.self_attn.out_proj.load_state_dict(block.attention.w_layer.state_dict())
+                layer.norm1.load_state_dict(block.input_sublayer.norm.state_dict())
+                layer.linear1.load_state_dict(block.feed_forward.w_1.state_dict())
+                layer.linear2.load_state_dict(block.feed_forward.w_2.state_dict())
+                layer.norm2.load_state_dict(block.output_sublayer.norm.state_dict())
+        model.step_mlp.load_state_dict(official.diffu.net.time_embed.state_dict())
+        first = model.step_mlp[0].weight
+        first.copy_(first.roll(first.size(1) // 2, dims=1))
+
+
+@needs_official
+def test_left_padding_encodes_and_denoises_as_the_official_model(split):
+    config, train_data, _, test_data = split
+    dataset = train_data._dataset
+    runner = adrec.OfficialRunner(OFFICIAL_DIR, dataset, {**HPARAMS, "epochs": 0}, seed=100)
+    official = runner.model.eval()
+    interaction = next(iter(test_data))[0]
+    full_length = interaction["item_id_list"].size(1)
+    lengths = torch.arange(len(interaction)) % full_length + 1  # histories cut short: padded ones of every length
+    positions = torch.arange(full_length).unsqueeze(0)
+    item_seq = torch.where(positions < lengths.unsqueeze(1), interaction["item_id_list"], 0)
+    rows = diffurec.official_histories(item_seq, lengths)
+    mask = (rows > 0).float()
+    with torch.no_grad():
+        official_hidden = official.diffu.ag_encoder(official.hist_norm(official.item_embedding(rows)), mask)
+        x_t = torch.randn_like(official_hidden)
+        steps = torch.zeros(rows.shape, dtype=torch.long)
+        official_x0 = official.diffu.net(official_hidden, x_t, official.diffu._scale_timesteps(steps), mask, mask)
+    for left_padding in (True, False):
+        with overridden(config, left_padding=left_padding):
+            model = harness.get_model("ADRec")(config, dataset).eval()
+        copy_official_weights(official, model)
+        with torch.no_grad():
+            condition = model.forward(item_seq, lengths)
+            x0 = model.denoise(x_t, steps, condition._replace(hidden=official_hidden))
+        if left_padding:  # every position, padding included, as the official model
+            torch.testing.assert_close(condition.hidden, official_hidden, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(x0, official_x0, rtol=1e-4, atol=1e-5)
+        else:  # the real items of padded histories no longer see the padding before them
+            positions = left_aligned(torch.arange(rows.size(1)).expand_as(rows), lengths)
+            hidden = condition.hidden.gather(1, positions.unsqueeze(-1).expand_as(condition.hidden))
+            padded = (rows > 0) & (lengths < rows.size(1)).unsqueeze(1)
+            assert not torch.allclose(hidden[padded], official_hidden[padded], atol=1e-3)
+            full = lengths == rows.size(1)
+            torch.testing.assert_close(condition.hidden[full], official_hidden[full], rtol=1e-4, atol=1e-5)
+
+
+@needs_official
+def test_warmup_weight_decay_moves_the_table_as_the_official_warm_up(split):
+    config, train_data, _, _ = split
+    dataset = train_data._dataset
+    runner = adrec.OfficialRunner(OFFICIAL_DIR, dataset, {**HPARAMS, "weight_decay": 0.01}, seed=100)
+    with overridden(config, weight_decay=0.01):
+        model = harness.get_model("ADRec")(config, dataset)
+        with torch.no_grad():
+            model.item_embedding.weight.copy_(runner.pretrained_table)
+        get_trainer(config["MODEL_TYPE"], "ADRec")(config, model)._train_epoch(train_data, 0)
+    runner.train_epoch()
+    official_table = runner.target_embedding_weight()
+    assert not torch.equal(official_table, runner.pretrained_table)
+    torch.testing.assert_close(model.item_embedding.weight.detach(), official_table, rtol=0, atol=1e-6)

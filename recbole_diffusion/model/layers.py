@@ -370,6 +370,15 @@ def next_item_targets(item_seq, item_seq_len, last_items):
     return targets
 
 
+def left_aligned(rows, lengths):
+    """Right-padded ``rows`` ``[batch, length]`` with ``lengths`` real entries each, moved right so that every row's
+    entries end at the last position and its padding comes first (left padding)."""
+    length = rows.size(1)
+    shift = (length - lengths).unsqueeze(1)
+    index = (torch.arange(length, device=rows.device).unsqueeze(0) - shift) % length
+    return rows.gather(1, index)
+
+
 def init_normal_weights(module, std):
     """RecBole's SASRec initialisation, for ``model.apply``: Linear and Embedding weights ~ N(0, std), Linear
     biases 0, LayerNorm the identity."""

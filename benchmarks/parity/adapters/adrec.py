@@ -129,17 +129,19 @@ DEFAULTS = {
     "unpadded_attention": False,
     "plugin_pretraining": False,
 }
-# Options that change the official code's behaviour (reported in table.md as modifications), each the counterpart of a
-# difference the plugin's docstring names.
+# Options that change the official code's behaviour (reported in table.md as modifications). The first two are fixes
+# of official flaws that the plugin offers as options: they set the plugin's option too, so both sides run alike.
 MODIFICATIONS = {
-    "frozen_warmup": "the item table truly frozen during the warm-up (its zero PCGrad gradient is removed before "
-    "each Adam step, so weight decay does not move it and Adam keeps no state for it), as the plugin's",
-    "unpadded_attention": "no real item attends to padding, in both stages, as in the plugin (right-padded causal "
-    "rows): training rows right-aligned (padding after the items; same shuffle), test histories scored unpadded, "
-    "grouped by length (the official encoders have no position embeddings, so this equals masking padded keys)",
+    "frozen_warmup": "both sides: the item table truly frozen during the warm-up (official: its zero PCGrad gradient "
+    "is removed before each Adam step, so weight decay does not move it and Adam keeps no state for it; plugin: "
+    "warmup_weight_decay False)",
+    "unpadded_attention": "both sides: no real item attends to padding, in both stages (official: training rows "
+    "right-aligned, padding after the items, same shuffle; test histories scored unpadded, grouped by length; the "
+    "official encoders have no position embeddings, so this equals masking padded keys; plugin: left_padding False, "
+    "RecBole's right-padded causal rows)",
     "plugin_pretraining": "the official second stage (main.py --model adrec) starts from the plugin's pretrained "
-    "table of the same seed (recbole_diffusion.pretrain, as the plugin side's, padding row zeroed as the plugin "
-    "does) instead of the official pretraining",
+    "table of the same seed (recbole_diffusion.pretrain, as the plugin side's; its padding row zeroed under "
+    "unpadded_attention, as the plugin's model does) instead of the official pretraining",
 }
 SCORINGS = ("eval",)  # the official test scores a copy of the model taken after model.eval()
 EVALUATION_NOTE = (
@@ -169,6 +171,8 @@ def plugin_config(hparams):
         "lambda_uncertainty": hparams["lambda_uncertainty"],
         "mse_weight": hparams["mse_weight"],
         "freeze_epochs": hparams["freeze_epochs"],
+        "warmup_weight_decay": not hparams["frozen_warmup"],
+        "left_padding": not hparams["unpadded_attention"],
         "item_emb_path": None,  # the model pretrains its own table inside the command
         "pretrain_epochs": hparams["pretrain_epochs"],
         "pretrain_learning_rate": hparams["learning_rate"],  # one config.yaml for both official commands
@@ -355,7 +359,8 @@ class OfficialRunner:
             start = time.perf_counter()
             dataset.config["seed"] = seed  # as the plugin side's config: the same cached table
             self.pretrained_table = pretrained_next_item_embeddings(dataset.config, dataset).detach().cpu().clone()
-            self.pretrained_table[0] = 0  # as the plugin's model starts from it
+            if hparams["unpadded_attention"]:
+                self.pretrained_table[0] = 0  # as the plugin's model starts from it without left padding
             self.pretrain_seconds, self.pretrain_losses = time.perf_counter() - start, []
             pretrained_state = {"item_embedding.weight": self.pretrained_table}
         else:

@@ -14,24 +14,30 @@ Transformer and stays frozen for the first ``freeze_epochs`` epochs (warm-up), t
 the earlier positions get their known next items, clean at step 0; only the last position runs the reverse chain
 (DDPM with the "fixed large" variance, as DiffuRec) from noise; its ``x_0`` scores every item by inner product.
 
+Two flaws of the official code are kept by default and each can be fixed (measured in ``benchmarks/parity``):
+``left_padding: True`` (official) left-pads the histories, so through the causal attention every real item attends
+to the padding before it, whose row of the item table keeps its start (the pretraining's nonzero ``N(0, 0.1)`` row,
+or row 0 of an ``item_emb_path`` file; no gradient reaches it through the histories, only through the scores);
+``False`` (ours) keeps RecBole's right padding, so no real item sees padding, and zeroes the padding row.
+``warmup_weight_decay: True`` (official) gives the "frozen" table a zero gradient during the warm-up, so Adam's
+weight decay still moves it (each entry about one learning rate towards zero per step, and Adam's moments start
+there); ``False`` (ours) freezes it.
+
 Config keys (defaults and comments in ``properties/model/ADRec.yaml``; the pretrain_* keys are read by
 ``recbole_diffusion.pretrain``):
     hidden_size, n_layers, denoiser_layers, n_heads, inner_size, hidden_dropout_prob, emb_dropout_prob,
-    layer_norm_eps, diffusion_steps, beta_schedule, lambda_uncertainty, mse_weight, freeze_epochs, item_emb_path,
-    pretrain_epochs, pretrain_learning_rate, pretrain_batch_size, train_batch_size, inference_steps,
-    valid_inference_steps, ddim_eta; the trainer reads lr_cosine_epochs (the official cosine annealing).
+    layer_norm_eps, diffusion_steps, beta_schedule, lambda_uncertainty, mse_weight, freeze_epochs,
+    warmup_weight_decay, left_padding, item_emb_path, pretrain_epochs, pretrain_learning_rate, pretrain_batch_size,
+    train_batch_size, inference_steps, valid_inference_steps, ddim_eta; the trainer reads lr_cosine_epochs (the
+    official cosine annealing).
 
 Differences from the official code: the pretraining runs inside the command for a fixed ``pretrain_epochs`` (the
-official one is a separate run that stops early on validation), cached under ``checkpoint_dir``; histories are
-right-padded (RecBole's), so with causal attention no real item attends to padding (officially left padding is
-visible to every real item); the padding row of the item table is zero (officially a trained, nonzero row); the step
+official one is a separate run that stops early on validation), cached under ``checkpoint_dir``; the step
 embedding is the plugin's sinusoidal one (sin before cos) of the step rescaled by ``1000 / T``; attention biases
-start at zero; the padding item is never recommended. During the warm-up the table is truly frozen (officially
-Adam's weight decay still moves it: PCGrad gives every parameter a zero gradient, so each entry drifts about one
-learning rate towards zero per step). The warm-up counts training batches (``freeze_epochs`` x batches per epoch of
-the training split the model is built on), so it also holds under RecBole's own trainer. The plugin trains on one
-row per user, the longest prefix (:class:`recbole_diffusion.data.LastPrefixDataset`, the official data); plain
-RecBole gives one row per prefix. Parity with the official code: ``benchmarks/parity/README.md``.
+start at zero; the padding item is never recommended. The warm-up counts training batches (``freeze_epochs`` x
+batches per epoch of the training split the model is built on), so it also holds under RecBole's own trainer. The
+plugin trains on one row per user, the longest prefix (:class:`recbole_diffusion.data.LastPrefixDataset`, the
+official data); plain RecBole gives one row per prefix. Parity with the official code: ``benchmarks/parity/README.md``.
 """
 
 import math
@@ -48,6 +54,7 @@ from recbole_diffusion.diffusion import check_betas_config, diffusion_from_confi
 from recbole_diffusion.model.layers import (
     CausalTransformer,
     check_attention_sizes,
+    left_aligned,
     next_item_targets,
     sinusoidal_embedding,
 )
@@ -94,6 +101,9 @@ class ADRec(ReverseChainSampling, SequentialRecommender):
         number("mse_weight", config["mse_weight"], 0)
         if not (is_int(config["freeze_epochs"]) and config["freeze_epochs"] >= 0):
             raise ConfigError("freeze_epochs", "an int >= 0 (epochs with a frozen item table)", config["freeze_epochs"])
+        for key in ("warmup_weight_decay", "left_padding"):
+            if not isinstance(config[key], bool):
+                raise ConfigError(key, "True (official) or False", config[key])
         number("ddim_eta", config["ddim_eta"], 0)
         check_next_item_pretrain_config(config)
         cls.check_sampling_config(config, config["diffusion_steps"])
@@ -105,6 +115,8 @@ class ADRec(ReverseChainSampling, SequentialRecommender):
         self.lambda_uncertainty = config["lambda_uncertainty"]
         self.mse_weight = config["mse_weight"]
         self.ddim_eta = config["ddim_eta"]
+        self.warmup_weight_decay = config["warmup_weight_decay"]
+        self.left_padding = config["left_padding"]
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.emb_dropout = nn.Dropout(config["emb_dropout_prob"])
@@ -128,23 +140,35 @@ class ADRec(ReverseChainSampling, SequentialRecommender):
         else:
             pretrained = pretrained_next_item_embeddings(config, dataset)
         self.item_embedding.weight.data.copy_(pretrained)
-        self.item_embedding.weight.data[0].zero_()
+        if not self.left_padding:
+            self.item_embedding.weight.data[0].zero_()
         batches_per_epoch = math.ceil(len(dataset) / config["train_batch_size"])
         self.frozen_batches = config["freeze_epochs"] * batches_per_epoch
         self.register_buffer("trained_batches", torch.zeros((), dtype=torch.long))
 
     def item_table(self):
-        """The item embeddings, detached while the warm-up keeps them frozen."""
+        """The item embeddings; during the warm-up no gradient of the loss reaches them (under
+        ``warmup_weight_decay`` a zero one does, so that the optimizer's weight decay still applies)."""
+        weight = self.item_embedding.weight
         if self.training and self.trained_batches < self.frozen_batches:
-            return self.item_embedding.weight.detach()
-        return self.item_embedding.weight
+            return weight.detach() + 0 * weight if self.warmup_weight_decay else weight.detach()
+        return weight
+
+    def aligned_rows(self, item_seq, item_seq_len, last_items):
+        """The history, the next item of each of its positions (``last_items`` at the last) and the last position,
+        left-aligned under ``left_padding``."""
+        next_items = next_item_targets(item_seq, item_seq_len, last_items)
+        if not self.left_padding:
+            return item_seq, next_items, item_seq_len - 1
+        last_position = torch.full_like(item_seq_len, item_seq.size(1) - 1)
+        return left_aligned(item_seq, item_seq_len), left_aligned(next_items, item_seq_len), last_position
 
     def forward(self, item_seq, item_seq_len):
         """The condition: the encoded history and the known next item of every position before the last."""
         table = self.item_table()
-        hidden = self.encoder(self.history_norm(self.emb_dropout(F.embedding(item_seq, table))))
-        known = next_item_targets(item_seq, item_seq_len, torch.zeros_like(item_seq_len))
-        return NextItemCondition(hidden, F.embedding(known, table), item_seq_len - 1)
+        history, known, last_position = self.aligned_rows(item_seq, item_seq_len, torch.zeros_like(item_seq_len))
+        hidden = self.encoder(self.history_norm(self.emb_dropout(F.embedding(history, table, padding_idx=0))))
+        return NextItemCondition(hidden, F.embedding(known, table, padding_idx=0), last_position)
 
     def denoise(self, x_t, timesteps, condition):
         """Predict every position's next-item embedding from its noised version ``x_t`` at its steps ``timesteps``
@@ -159,9 +183,9 @@ class ADRec(ReverseChainSampling, SequentialRecommender):
         table = self.item_table()
         if self.training:
             self.trained_batches += 1
-        targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
+        _, targets, _ = self.aligned_rows(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
         real = targets > 0
-        target_embedding = F.embedding(targets, table)
+        target_embedding = F.embedding(targets, table, padding_idx=0)
         timesteps = self.diffusion.sample_timesteps(targets.numel(), targets.device).view_as(targets) * real
         noisy = self.diffusion.q_sample(target_embedding.flatten(0, 1), timesteps.flatten()).view_as(target_embedding)
         noisy = torch.where(real.unsqueeze(-1), noisy, target_embedding)
