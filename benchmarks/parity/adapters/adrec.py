@@ -129,16 +129,16 @@ DEFAULTS = {
     "unpadded_attention": False,
     "plugin_pretraining": False,
 }
-# Options that change the official code's behaviour (reported in table.md as modifications). The first two are fixes
-# of official flaws that the plugin offers as options: they set the plugin's option too, so both sides run alike.
+# Options that change the official code's behaviour (reported in table.md as modifications). The first two fix
+# official flaws that the plugin keeps by default and offers to fix: they set the plugin's option too.
 MODIFICATIONS = {
-    "frozen_warmup": "both sides: the item table truly frozen during the warm-up (official: its zero PCGrad gradient "
-    "is removed before each Adam step, so weight decay does not move it and Adam keeps no state for it; plugin: "
-    "warmup_weight_decay False)",
-    "unpadded_attention": "both sides: no real item attends to padding, in both stages (official: training rows "
-    "right-aligned, padding after the items, same shuffle; test histories scored unpadded, grouped by length; the "
-    "official encoders have no position embeddings, so this equals masking padded keys; plugin: left_padding False, "
-    "RecBole's right-padded causal rows)",
+    "frozen_warmup": "the item table truly frozen during the warm-up (its zero PCGrad gradient is removed before "
+    "each Adam step, so weight decay does not move it and Adam keeps no state for it); the plugin side runs with "
+    "warmup_weight_decay False, the same fix",
+    "unpadded_attention": "no real item attends to padding, in both stages: training rows right-aligned (padding "
+    "after the items; same shuffle), test histories scored unpadded, grouped by length (the official encoders have "
+    "no position embeddings, so this equals masking padded keys); the plugin side runs with left_padding False "
+    "(RecBole's right-padded causal rows), the same fix",
     "plugin_pretraining": "the official second stage (main.py --model adrec) starts from the plugin's pretrained "
     "table of the same seed (recbole_diffusion.pretrain, as the plugin side's; its padding row zeroed under "
     "unpadded_attention, as the plugin's model does) instead of the official pretraining",
