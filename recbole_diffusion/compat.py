@@ -39,6 +39,9 @@
   number of batches and the popularity order was lost; it now counts every occurrence. (RecBole's default negative
   sampling also put one random item per interaction into the counts: the plugin's ``properties/model/Pop.yaml``
   turns it off.)
+* ``recbole.trainer.trainer`` makes its gradient scaler and autocast context through ``torch.cuda.amp``, deprecated
+  since torch 2.4 (a FutureWarning at every training; the names are to be removed); its ``amp`` is now ``torch.amp``
+  with both bound to CUDA, as the old names were.
 * RecBole's ``sine.py`` switches torch's anomaly mode on for the whole process when it is imported (with the first
   RecBole sequential model); the package is imported once at start and the mode left as it was.
 """
@@ -243,6 +246,16 @@ def _numpy_for_recbole_hyper_tuning():
     return _module_copy(np, random=_module_copy(np.random, RandomState=np.random.default_rng))
 
 
+def _amp_for_recbole_trainer():
+    """A stand-in for the ``amp`` name (``torch.cuda.amp``) inside ``recbole.trainer.trainer``: ``torch.amp`` with
+    ``GradScaler`` and ``autocast`` for CUDA, what ``torch.cuda.amp``'s deprecated names make."""
+    return _module_copy(
+        torch.amp,
+        GradScaler=functools.partial(torch.amp.GradScaler, "cuda"),
+        autocast=functools.partial(torch.amp.autocast, "cuda"),
+    )
+
+
 def _distributed_data_parallel(module, device_ids=None, **kwargs):
     """``DistributedDataParallel`` that drops RecBole's ``device_ids`` for a module on the CPU."""
     if all(parameter.device.type == "cpu" for parameter in module.parameters()):
@@ -331,6 +344,7 @@ def apply():
     AbstractRecommender.load_other_parameter = _load_other_parameter
     Pop.calculate_loss = _pop_calculate_loss
     trainer_module.DistributedDataParallel = _distributed_data_parallel
+    trainer_module.amp = _amp_for_recbole_trainer()
     hyper_tuning_module.np = _numpy_for_recbole_hyper_tuning()
     restore_dok_update()
     import_sequential_models_without_anomaly_mode()

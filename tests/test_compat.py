@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -270,3 +271,14 @@ def test_a_recbole_sequential_model_leaves_anomaly_mode_off():
 
     assert sine.SINE is get_model("SINE")
     assert not torch.is_anomaly_enabled()
+
+
+def test_recbole_training_uses_torch_amp_without_deprecation_warnings(data_path, tmp_path):
+    """RecBole's trainer made its scaler and autocast through torch.cuda.amp: a FutureWarning at every training."""
+    settings = {**FAST_SETTINGS, "data_path": data_path, "checkpoint_dir": str(tmp_path), "n_layers": 1}
+    config = Config(model="SASRec", dataset="markov", config_dict={**settings, "hidden_size": 8, "inner_size": 8})
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, get_model("SASRec")(config, train_data._dataset))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        trainer._train_epoch(train_data, 0, show_progress=False)
