@@ -65,13 +65,15 @@ def test_pretrained_table_predicts_next_items_better_than_its_initialisation(adr
     config, model, train_data, _, _ = build_model("ADRec", adrec_config)
     rows = train_data._dataset.inter_feat
     targets = next_item_targets(rows["item_id_list"], rows["item_length"], rows["item_id"])
+    histories = left_aligned(rows["item_id_list"], rows["item_length"])  # left_padding, as the pretraining's rows
+    targets = left_aligned(targets, rows["item_length"])
     real = targets > 0
     network = NextItemTransformer(config, model.n_items).eval()
 
     def next_item_loss(table):
         with torch.no_grad():
             network.item_embedding.weight.copy_(table)
-            hidden = network.transformer(network.layer_norm(network.item_embedding(rows["item_id_list"])))
+            hidden = network.transformer(network.layer_norm(network.item_embedding(histories)))
             return torch.nn.functional.cross_entropy(hidden[real] @ table.t(), targets[real])
 
     initial = next_item_loss(network.item_embedding.weight.detach().clone())
