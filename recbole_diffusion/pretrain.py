@@ -190,10 +190,10 @@ def check_next_item_pretrain_config(config):
 class NextItemTransformer(nn.Module):
     """ADRec's pretraining network (the official ``--model pretrain``): item embeddings, LayerNorm, dropout and a
     :class:`~recbole_diffusion.model.layers.CausalTransformer`, no position embeddings; every weight matrix
-    ``N(0, 0.1)``, biases 0. The padding row 0 gets no gradient; it keeps its ``N(0, 0.1)`` start under
-    ``left_padding`` (the official table: its histories are left-padded, so every item attends to it) and is zero
-    otherwise. ``loss(item_seq, targets)`` is the cross-entropy of the next item at every position whose target is
-    not padding."""
+    ``N(0, 0.1)``, biases 0. The padding row 0 gets gradients only through the scores, not through the lookups; it
+    starts ``N(0, 0.1)`` under ``left_padding`` (the official table: its histories are left-padded, so every item
+    attends to it) and zero otherwise. ``loss(item_seq, targets)`` is the cross-entropy of the next item at every
+    position whose target is not padding."""
 
     def __init__(self, config, n_items):
         super().__init__()

@@ -16,8 +16,8 @@ the earlier positions get their known next items, clean at step 0; only the last
 
 Two flaws of the official code are kept by default and each can be fixed (measured in ``benchmarks/parity``):
 ``left_padding: True`` (official) left-pads the histories, so through the causal attention every real item attends
-to the padding before it, whose row of the item table keeps its start (the pretraining's nonzero ``N(0, 0.1)`` row,
-or row 0 of an ``item_emb_path`` file; no gradient reaches it through the histories, only through the scores);
+to the padding before it, whose row of the item table starts as the pretraining's ``N(0, 0.1)`` row (with an
+``item_emb_path`` file, its row 0, zero when it has none) and, as officially, gets gradients only through the scores;
 ``False`` (ours) keeps RecBole's right padding, so no real item sees padding, and zeroes the padding row.
 ``warmup_weight_decay: True`` (official) gives the "frozen" table a zero gradient during the warm-up, so Adam's
 weight decay still moves it (each entry about one learning rate towards zero per step, and Adam's moments start
