@@ -118,9 +118,10 @@ def test_no_yaml_of_the_repository_trips_a_check(path, model):
 
 
 def readme_commands():
-    """Every command of the two run scripts in the README, code blocks and inline, continuation lines joined (the
-    Slurm example's shell variable ``$CELL`` set to one of its cells)."""
-    text = README_TEXT.replace("\\\n", " ").replace("$CELL", "SASRec:2020")
+    """Every command of the two run scripts in the README and in the reports' README, code blocks and inline,
+    continuation lines joined (the Slurm example's shell variable ``$CELL`` set to one of its cells)."""
+    results_text = (REPOSITORY / "benchmarks" / "results" / "README.md").read_text()
+    text = (README_TEXT + results_text).replace("\\\n", " ").replace("$CELL", "SASRec:2020")
     commands = re.findall(r"^(python run_(?:recbole_diffusion|hyper_search)\.py .*)$", text, flags=re.MULTILINE)
     commands += re.findall(r"`(python run_(?:recbole_diffusion|hyper_search)\.py [^`]*)`", text)
     return sorted({command for command in commands if "..." not in command})
