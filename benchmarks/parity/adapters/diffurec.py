@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from benchmarks.parity.official_code import checked_snapshot, load_module
+from recbole_diffusion.model.layers import left_aligned
 
 MODEL = "DiffuRec"
 OFFICIAL_REPOSITORY = "WHUIR/DiffuRec"
@@ -175,11 +176,7 @@ def export(dataset):
 
 def official_histories(item_seq, item_seq_len):
     """Plugin histories ``[batch, L]`` (right-padded with 0) left-padded with 0, as the official data gives them."""
-    length = item_seq.size(1)
-    positions = torch.arange(length, device=item_seq.device)[None, :]
-    source = (positions - (length - item_seq_len)[:, None]).clamp(min=0)
-    left = torch.gather(item_seq, 1, source)
-    return torch.where(positions >= (length - item_seq_len)[:, None], left, torch.zeros_like(left))
+    return left_aligned(item_seq, item_seq_len)
 
 
 @contextmanager
