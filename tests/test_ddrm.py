@@ -1,5 +1,7 @@
 """DDRM end to end on tiny data: frozen backbone, loss, inference, I/O."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,31 @@ def test_loss_is_weighted_bpr_plus_reconstruction(ddrm_config):
     negative = (user * model.item_embedding[batch["neg_item_id"]]).sum(-1)
     expected = ((0.7 * -F.logsigmoid(positive - negative) + 0.3 * reconstruction) * torch.sigmoid(positive) ** 2).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def dead_denoisers(model):
+    """Make the denoisers output constant vectors whose inner product is about -360: every triple weighs ~0."""
+    for denoiser, value in ((model.user_denoiser, 2.0), (model.item_denoiser, -2.0)):
+        output = denoiser.mlp[-1]
+        torch.nn.init.zeros_(output.weight)
+        torch.nn.init.constant_(output.bias, value)
+
+
+@pytest.mark.parametrize("beta, dead, warnings", [(1.0, False, 0), (1.0, True, 1), (0.0, True, 0)])
+def test_vanished_triple_weights_are_warned_once(ddrm_config, caplog, beta, dead, warnings):
+    _, model, train_data, _, _ = build_model("DDRM", {**ddrm_config, "beta": beta})
+    if dead:
+        dead_denoisers(model)
+    batch = next(iter(train_data))
+    with caplog.at_level(logging.WARNING):
+        losses = [model.calculate_loss(batch) for _ in range(2)]
+    messages = [record.getMessage() for record in caplog.records if "weighs sigmoid(positive score)" in record.getMessage()]
+    assert len(messages) == warnings
+    if warnings:
+        assert "beta=1.0" in messages[0] and "beta: 0" in messages[0]
+        assert float(losses[0]) < 1e-12  # the state the warning names: nothing left to optimise
+        losses[0].backward()
+        assert all(p.grad is None or p.grad.abs().max() < 1e-12 for p in model.parameters())
 
 
 def test_inference_runs_the_item_denoiser_for_sampling_steps(ddrm_config):

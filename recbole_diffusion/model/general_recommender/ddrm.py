@@ -27,6 +27,8 @@ starts (the official code noises it to ``steps - 1`` and then runs ``sampling_st
 the frozen backbone has no learning rate); biases start at zero; the padding item is never recommended.
 """
 
+from logging import getLogger
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
@@ -38,6 +40,8 @@ from recbole_diffusion.model.sampling import without_padding_item
 from recbole_diffusion.pretrain import check_pretrain_config, pretrained_embeddings
 from recbole_diffusion.utils import register_model
 from recbole_diffusion.validation import ConfigError, int_in, number
+
+VANISHED_WEIGHT = 1e-6  # a batch whose triples all weigh less than this gives the optimiser nothing to follow
 
 
 @register_model
@@ -66,6 +70,7 @@ class DDRM(GeneralRecommender):
         self.sampling_steps = config["sampling_steps"]
         self.alpha = config["alpha"]
         self.beta = config["beta"]
+        self.weights_vanished = False
         dims = config["dims_dnn"]
         embedding_size = config["embedding_size"]
         activation = config["mlp_act_func"]
@@ -118,7 +123,23 @@ class DDRM(GeneralRecommender):
         negative_score = (denoised_user * self.item_embedding[negative]).sum(-1)
         bpr = -F.logsigmoid(positive_score - negative_score)
         weight = torch.sigmoid(positive_score).detach().pow(self.beta)
+        self.warn_if_weights_vanished(weight, positive_score)
         return (((1 - self.alpha) * bpr + self.alpha * reconstruction) * weight).mean()
+
+    def warn_if_weights_vanished(self, weight, positive_score):
+        """Warn once when every triple of a batch weighs less than ``VANISHED_WEIGHT`` (only with ``beta`` > 0).
+
+        The weight has no gradient, so once the denoised positive scores are all very negative, loss and gradients
+        vanish and nothing moves them back: the run is dead (validation stays constant, and RecBole's early
+        stopping counts equal scores as improvements). The official objective has the same fixed point."""
+        if self.weights_vanished or self.beta == 0 or float(weight.max()) >= VANISHED_WEIGHT:
+            return
+        self.weights_vanished = True
+        getLogger().warning(
+            f"DDRM: every triple of a training batch weighs sigmoid(positive score) ** beta < {VANISHED_WEIGHT} "
+            f"(beta={self.beta}, highest positive score {float(positive_score.detach().max()):.1f}): loss and gradients "
+            "vanish and training cannot recover; rerun with another seed, or with beta: 0 (the official LightGCN runs)"
+        )
 
     @torch.no_grad()
     def generate(self, user):
