@@ -42,6 +42,10 @@
 * ``recbole.trainer.trainer`` makes its gradient scaler and autocast context through ``torch.cuda.amp``, deprecated
   since torch 2.4 (a FutureWarning at every training; the names are to be removed); its ``amp`` is now ``torch.amp``
   with both bound to CUDA, as the old names were.
+* RecBole's graph models (LightGCN, NGCF, NCL, SGL, GCMC, DMF, DGCF, SpectralCF, KGIN, MCCLK and a layer) build
+  their sparse matrices with the legacy ``torch.sparse.FloatTensor(indices, values[, size])`` constructor,
+  deprecated (a UserWarning at every model built, DDRM's LightGCN pretraining included); inside those modules it now
+  makes the same COO tensor through ``torch.sparse_coo_tensor`` (the legacy one kept the values' dtype too).
 * RecBole's ``sine.py`` switches torch's anomaly mode on for the whole process when it is imported (with the first
   RecBole sequential model); the package is imported once at start and the mode left as it was.
 """
@@ -256,6 +260,34 @@ def _amp_for_recbole_trainer():
     )
 
 
+# RecBole modules that call the legacy ``torch.sparse.FloatTensor`` constructor.
+_MODULES_USING_SPARSE_FLOAT_TENSOR = (
+    "recbole.model.layers",
+    "recbole.model.general_recommender.dgcf",
+    "recbole.model.general_recommender.dmf",
+    "recbole.model.general_recommender.gcmc",
+    "recbole.model.general_recommender.lightgcn",
+    "recbole.model.general_recommender.ncl",
+    "recbole.model.general_recommender.ngcf",
+    "recbole.model.general_recommender.sgl",
+    "recbole.model.general_recommender.spectralcf",
+    "recbole.model.knowledge_aware_recommender.kgin",
+    "recbole.model.knowledge_aware_recommender.mcclk",
+)
+
+
+def _sparse_float_tensor(indices, values, size=None):
+    """What ``torch.sparse.FloatTensor(indices, values[, size])`` makes, without the deprecated constructor."""
+    shape = () if size is None else (size,)
+    return torch.sparse_coo_tensor(indices, values, *shape, check_invariants=True)
+
+
+def _torch_for_recbole_sparse_models():
+    """A stand-in for the ``torch`` name inside RecBole's graph models whose ``sparse.FloatTensor`` is
+    :func:`_sparse_float_tensor`."""
+    return _module_copy(torch, sparse=_module_copy(torch.sparse, FloatTensor=_sparse_float_tensor))
+
+
 def _distributed_data_parallel(module, device_ids=None, **kwargs):
     """``DistributedDataParallel`` that drops RecBole's ``device_ids`` for a module on the CPU."""
     if all(parameter.device.type == "cpu" for parameter in module.parameters()):
@@ -350,4 +382,7 @@ def apply():
     import_sequential_models_without_anomaly_mode()
     for module_name in _MODULES_USING_ENSURE_DIR:
         importlib.import_module(module_name).ensure_dir = ensure_dir
+    torch_for_sparse_models = _torch_for_recbole_sparse_models()
+    for module_name in _MODULES_USING_SPARSE_FLOAT_TENSOR:
+        importlib.import_module(module_name).torch = torch_for_sparse_models
     _applied = True

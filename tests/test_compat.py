@@ -1,5 +1,6 @@
 """One test per RecBole 1.2.1 breakage that recbole_diffusion.compat repairs."""
 
+import importlib
 import subprocess
 import sys
 import warnings
@@ -12,7 +13,7 @@ from recbole.utils import init_seed
 
 import recbole_diffusion
 from recbole_diffusion import Config, create_dataset, data_preparation, get_model, get_trainer
-from recbole_diffusion.compat import plain_data
+from recbole_diffusion.compat import _MODULES_USING_SPARSE_FLOAT_TENSOR, _sparse_float_tensor, plain_data
 from tests.conftest import FAST_SETTINGS
 
 
@@ -145,8 +146,6 @@ def test_recbole_exhaustive_search_runs_on_current_hyperopt():
 
 def test_ensure_dir_is_safe_when_the_folder_appears_meanwhile(tmp_path):
     """Distributed ranks raced in RecBole's exists-then-makedirs; every RecBole caller now uses the safe one."""
-    import importlib
-
     from recbole_diffusion.compat import _MODULES_USING_ENSURE_DIR, ensure_dir
 
     folder = tmp_path / "a" / "b"
@@ -165,6 +164,27 @@ def test_recbole_graph_models_build_their_adjacency_on_current_scipy(tiny_config
     n_nodes = model.n_users + model.n_items
     assert tuple(model.norm_adj_matrix.shape) == (n_nodes, n_nodes)
     assert model.norm_adj_matrix._nnz() > 0
+
+
+def test_recbole_graph_models_build_sparse_matrices_without_the_deprecated_constructor(tiny_config):
+    """RecBole's graph models called torch.sparse.FloatTensor: a deprecation UserWarning at every model built."""
+    config = Config(model="LightGCN", dataset="markov", config_dict={**tiny_config, "embedding_size": 8})
+    train_data = data_preparation(config, create_dataset(config))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = get_model("LightGCN")(config, train_data._dataset)
+    assert model.norm_adj_matrix.is_sparse and model.norm_adj_matrix._nnz() > 0
+    for module_name in _MODULES_USING_SPARSE_FLOAT_TENSOR:
+        assert importlib.import_module(module_name).torch.sparse.FloatTensor is _sparse_float_tensor, module_name
+    indices = torch.tensor([[0, 1, 1], [1, 0, 2]])
+    for values in (torch.tensor([0.5, 2.0, 1.0]), torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)):
+        for size in ((), (torch.Size([3, 4]),)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                legacy = torch.sparse.FloatTensor(indices, values, *size)
+            made = _sparse_float_tensor(indices, values, *size)
+            assert made.dtype == legacy.dtype and made.shape == legacy.shape
+            assert torch.equal(made.to_dense(), legacy.to_dense())
 
 
 @pytest.mark.parametrize("model_name", ["EASE", "ItemKNN", "LightGCN", "Pop"])
