@@ -137,8 +137,9 @@ class DDRM(GeneralRecommender):
         self.weights_vanished = True
         getLogger().warning(
             f"DDRM: every triple of a training batch weighs sigmoid(positive score) ** beta < {VANISHED_WEIGHT} "
-            f"(beta={self.beta}, highest positive score {float(positive_score.detach().max()):.1f}): loss and gradients "
-            "vanish and training cannot recover; rerun with another seed, or with beta: 0 (the official LightGCN runs)"
+            f"(beta={self.beta}, highest positive score {float(positive_score.detach().max()):.1f}): loss and "
+            "gradients vanish and training cannot recover; rerun with another seed, or with beta: 0 (the official "
+            "LightGCN runs)"
         )
 
     @torch.no_grad()
