@@ -122,7 +122,7 @@ def readme_commands():
     continuation lines joined (the Slurm example's shell variable ``$CELL`` set to one of its cells)."""
     results_text = (REPOSITORY / "benchmarks" / "results" / "README.md").read_text()
     text = (README_TEXT + results_text).replace("\\\n", " ").replace("$CELL", "SASRec:2020")
-    commands = re.findall(r"^(python run_(?:recbole_diffusion|hyper_search)\.py .*)$", text, flags=re.MULTILINE)
+    commands = re.findall(r"^ *(python run_(?:recbole_diffusion|hyper_search)\.py .*)$", text, flags=re.MULTILINE)
     commands += re.findall(r"`(python run_(?:recbole_diffusion|hyper_search)\.py [^`]*)`", text)
     return sorted({command for command in commands if "..." not in command})
 

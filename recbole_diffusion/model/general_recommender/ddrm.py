@@ -21,10 +21,12 @@ Config keys (defaults and comments in ``properties/model/DDRM.yaml``; the pretra
     mlp_act_func, dropout, alpha, beta, item_emb_path, user_emb_path, pretrain_backbone, pretrain_embedding_size,
     pretrain_n_layers, pretrain_epochs, pretrain_learning_rate, pretrain_batch_size.
 
-Differences from the official code: the history mean is noised to step ``sampling_steps - 1``, where the chain
-starts (the official code noises it to ``steps - 1`` and then runs ``sampling_steps`` steps; its runs use
-``sampling_steps = steps``, where both agree); one learning rate for both denoisers (as the official ``diff_lr``;
-the frozen backbone has no learning rate); biases start at zero; the padding item is never recommended.
+Differences from the official code: the history mean is noised to step ``sampling_steps - 1``, where the chain starts
+(the official code noises it to ``steps - 1`` and then runs ``sampling_steps`` steps; its MF runs use ``sampling_steps =
+steps``, where both agree; its LightGCN runs use ``1.25 * steps``, the extra steps repeating the last step's
+coefficients, which the plugin does not offer: ``sampling_steps`` is at most ``steps``); one learning rate for both
+denoisers (as the official ``diff_lr``; the frozen backbone has no learning rate); biases start at zero; the padding
+item is never recommended.
 """
 
 from logging import getLogger
