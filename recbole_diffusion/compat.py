@@ -46,6 +46,10 @@
   their sparse matrices with the legacy ``torch.sparse.FloatTensor(indices, values[, size])`` constructor,
   deprecated (a UserWarning at every model built, DDRM's LightGCN pretraining included); inside those modules it now
   makes the same COO tensor through ``torch.sparse_coo_tensor`` (the legacy one kept the values' dtype too).
+* pandas 3 (copy-on-write) hands out read-only arrays from ``Series.values``; ``Dataset._dataframe_to_interaction``
+  turns them into tensors with ``torch.LongTensor(array)`` / ``torch.FloatTensor(array)``, which share the array's
+  memory (a UserWarning at every dataset built: writing to such a tensor writes into memory pandas may share with
+  other frames). Inside ``recbole.data.dataset.dataset`` those constructors now copy a read-only array first.
 * RecBole's ``sine.py`` switches torch's anomaly mode on for the whole process when it is imported (with the first
   RecBole sequential model); the package is imported once at start and the mode left as it was.
 """
@@ -260,6 +264,29 @@ def _amp_for_recbole_trainer():
     )
 
 
+def _copying_read_only_arrays(constructor):
+    """``constructor`` (``torch.LongTensor``, ``torch.FloatTensor``) that copies a read-only numpy array first, so the
+    tensor owns writable memory instead of sharing a buffer that pandas may share with other frames."""
+
+    @functools.wraps(constructor)
+    def make(*args, **kwargs):
+        if len(args) == 1 and isinstance(args[0], np.ndarray) and not args[0].flags.writeable:
+            args = (args[0].copy(),)
+        return constructor(*args, **kwargs)
+
+    return make
+
+
+def _torch_for_recbole_dataset():
+    """A stand-in for the ``torch`` name inside ``recbole.data.dataset.dataset`` whose ``LongTensor`` and
+    ``FloatTensor`` copy read-only arrays."""
+    return _module_copy(
+        torch,
+        LongTensor=_copying_read_only_arrays(torch.LongTensor),
+        FloatTensor=_copying_read_only_arrays(torch.FloatTensor),
+    )
+
+
 # RecBole modules that call the legacy ``torch.sparse.FloatTensor`` constructor.
 _MODULES_USING_SPARSE_FLOAT_TENSOR = (
     "recbole.model.layers",
@@ -367,6 +394,7 @@ def apply():
         "ignore", category=pd.errors.ChainedAssignmentError, module=r"recbole\.data\.dataset\.dataset"
     )
     dataset_module.pd = _pandas_for_recbole_dataset()
+    dataset_module.torch = _torch_for_recbole_dataset()
     dataset_module.Dataset.__init__ = _with_per_cell_length_aggregation(dataset_module.Dataset.__init__)
     sequential_dataset = sequential_dataset_module.SequentialDataset
     sequential_dataset._benchmark_presets = _with_per_cell_length_aggregation(sequential_dataset._benchmark_presets)

@@ -6,6 +6,7 @@ import sys
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from recbole.data.dataset import Dataset
@@ -164,6 +165,23 @@ def test_recbole_graph_models_build_their_adjacency_on_current_scipy(tiny_config
     n_nodes = model.n_users + model.n_items
     assert tuple(model.norm_adj_matrix.shape) == (n_nodes, n_nodes)
     assert model.norm_adj_matrix._nnz() > 0
+
+
+def test_dataset_tensors_own_their_memory_under_pandas_copy_on_write(tiny_config):
+    """pandas 3 hands out read-only arrays; RecBole's torch.LongTensor(array) shared them (a UserWarning, and writes
+    to the tensor went into pandas' buffer)."""
+    config = Config(model="BPR", dataset="markov", config_dict=tiny_config)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="The given NumPy array is not writable")
+        dataset = create_dataset(config)
+        times = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+        frame = pd.DataFrame({"user_id": np.array([1, 2, 3]), "timestamp": times})
+        assert not frame["user_id"].values.flags.writeable  # the pandas behaviour being repaired
+        interaction = dataset._dataframe_to_interaction(frame)
+    interaction["user_id"][0] = 7
+    interaction["timestamp"][0] = 7.0
+    assert frame["user_id"].tolist() == [1, 2, 3] and frame["timestamp"].tolist() == [1.0, 2.0, 3.0]
+    assert interaction["user_id"].dtype == torch.int64 and interaction["timestamp"].dtype == torch.float32
 
 
 def test_recbole_graph_models_build_sparse_matrices_without_the_deprecated_constructor(tiny_config):
