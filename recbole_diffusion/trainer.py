@@ -46,8 +46,8 @@ def stop_on_non_finite_values(trainer):
         if not torch.isfinite(loss).all():
             learning_rate = trainer.optimizer.param_groups[0]["lr"] if trainer.optimizer is not None else None
             raise NonFiniteError(
-                f"{model_name}: the training loss is {float(loss)} in epoch {current['epoch']} (from 0): training "
-                f"diverged; lower learning_rate (now {learning_rate})"
+                f"{model_name}: the training loss is {float(loss.detach())} in epoch {current['epoch']} (from 0): "
+                f"training diverged; lower learning_rate (now {learning_rate})"
             )
 
     def checked_scores(evaluate):
