@@ -73,7 +73,7 @@ def test_vanished_triple_weights_are_warned_once(ddrm_config, caplog, beta, dead
     assert len(messages) == warnings
     if warnings:
         assert "beta=1.0" in messages[0] and "beta: 0" in messages[0]
-        assert float(losses[0]) < 1e-12  # the state the warning names: nothing left to optimise
+        assert losses[0].item() < 1e-12  # the state the warning names: nothing left to optimise
         losses[0].backward()
         assert all(p.grad is None or p.grad.abs().max() < 1e-12 for p in model.parameters())
 
