@@ -52,6 +52,18 @@ def test_loss_is_weighted_bpr_plus_reconstruction(ddrm_config):
     torch.testing.assert_close(loss, expected)
 
 
+def test_more_sampling_steps_than_steps_noise_to_the_last_step(ddrm_config, monkeypatch):
+    """The official LightGCN runs: noise the history mean to step T - 1, then sampling_steps reverse steps."""
+    _, model, _, _, test_data = build_model("DDRM", {**ddrm_config, "steps": 4, "sampling_steps": 6})
+    model.eval()
+    noised, denoised = [], []
+    q_sample = model.diffusion.q_sample
+    monkeypatch.setattr(model.diffusion, "q_sample", lambda x, t, *a: noised.append(int(t[0])) or q_sample(x, t, *a))
+    model.item_denoiser.register_forward_hook(lambda module, inputs, output: denoised.append(int(inputs[1][0])))
+    scores = model.full_sort_predict(next(iter(test_data))[0])
+    assert noised == [3] and denoised == [5, 4, 3, 2, 1, 0] and torch.isfinite(scores[:, 1:]).all()  # 0: padding
+
+
 def dead_denoisers(model):
     """Make the denoisers output constant vectors whose inner product is about -360: every triple weighs ~0."""
     for denoiser, value in ((model.user_denoiser, 2.0), (model.item_denoiser, -2.0)):

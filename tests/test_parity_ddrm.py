@@ -86,8 +86,9 @@ def test_plugin_config_and_options():
         and entries["beta"] == 1.0
     )
     assert entries["train_neg_sample_args"]["sample_num"] == 1
-    with pytest.raises(ValueError, match="sampling_steps == steps"):
-        ddrm.plugin_config({**hparams, "sampling_steps": 5})
+    with pytest.raises(ValueError, match="sampling_steps >= steps"):
+        ddrm.plugin_config({**hparams, "sampling_steps": hparams["steps"] - 1})
+    assert ddrm.plugin_config({**hparams, "sampling_steps": hparams["steps"] + 5})["sampling_steps"] == 25
     assert harness.adapter_protocol(ddrm) == (
         diffrec.CONFIG_FILES,
         diffrec.METRICS,

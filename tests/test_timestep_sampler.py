@@ -100,6 +100,27 @@ def test_mean_chain_is_the_ddpm_chain_without_noise():
     assert visited == list(range(9, -1, -1))
 
 
+def test_mean_chain_past_the_last_step_reuses_its_coefficients():
+    """DDRM's official runs with more sampling than diffusion steps: the steps past T - 1 take step T - 1's
+    coefficients (the official _extract_into_tensor clamps its index), while the denoiser sees the step itself."""
+    diffusion = GaussianDiffusion(make_betas("linear", 10, beta_start=0.01, beta_end=0.2), prediction_type="x0")
+    weight = torch.randn(3, 3)
+    visited = []
+
+    def denoise(x_t, t):
+        visited.append(int(t[0]))
+        return torch.tanh(x_t @ weight) + 0.01 * t[:, None]
+
+    x_start = torch.randn(4, 3)
+    result = diffusion.sample_mean(denoise, x_start, start_step=12)
+    assert visited == list(range(12, -1, -1))
+    expected = x_start
+    for step in range(12, -1, -1):
+        t, coefficients_step = torch.full((4,), step), torch.full((4,), min(step, 9))
+        expected = diffusion.ddpm_step(denoise(expected, t), expected, coefficients_step, noise=torch.zeros(4, 3))
+    torch.testing.assert_close(result, expected)
+
+
 def test_mean_chain_ends_on_the_last_x0_prediction():
     """At t = 0 the posterior mean is x0 itself, so a perfect x0-denoiser is returned exactly."""
     diffusion = GaussianDiffusion(make_betas("linear-var", 5, noise_scale=0.5), prediction_type="x0")

@@ -300,9 +300,17 @@ class GaussianDiffusion(nn.Module):
         each ``p(x_{t-1} | x_t)`` and samples no noise (DiffRec's inference with ``sampling_noise`` off).
 
         ``denoise_fn(x_t, t_batch) -> model_output`` in the ``prediction_type`` form; returns the final mean.
+        A ``start_step`` past ``T - 1`` (DDRM's official runs with more sampling than diffusion steps) first runs the
+        steps past ``T - 1`` with step ``T - 1``'s coefficients, the denoiser seeing the step itself.
         """
+        last = self.num_steps - 1
 
         def mean_step(model_output, x_t, t, t_prev):
-            return self.p_mean_variance(model_output, x_t, t)[0]
+            return self.p_mean_variance(model_output, x_t, t.clamp(max=last))[0]
 
+        if start_step is not None and start_step > last:
+            for step in range(start_step, last, -1):
+                t = torch.full((x_t.shape[0],), step, device=x_t.device, dtype=torch.long)
+                x_t = mean_step(denoise_fn(x_t, t), x_t, t, None)
+            start_step = last
         return self.sample(denoise_fn, x_t.shape, x_t.device, x_T=x_t, start_step=start_step, step=mean_step)

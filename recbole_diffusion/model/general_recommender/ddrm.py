@@ -21,12 +21,12 @@ Config keys (defaults and comments in ``properties/model/DDRM.yaml``; the pretra
     mlp_act_func, dropout, alpha, beta, item_emb_path, user_emb_path, pretrain_backbone, pretrain_embedding_size,
     pretrain_n_layers, pretrain_epochs, pretrain_learning_rate, pretrain_batch_size.
 
-Differences from the official code: the history mean is noised to step ``sampling_steps - 1``, where the chain starts
-(the official code noises it to ``steps - 1`` and then runs ``sampling_steps`` steps; its MF runs use ``sampling_steps =
-steps``, where both agree; its LightGCN runs use ``1.25 * steps``, the extra steps repeating the last step's
-coefficients, which the plugin does not offer: ``sampling_steps`` is at most ``steps``); one learning rate for both
-denoisers (as the official ``diff_lr``; the frozen backbone has no learning rate); biases start at zero; the padding
-item is never recommended.
+Differences from the official code: with ``sampling_steps`` < ``steps`` the history mean is noised to step
+``sampling_steps - 1``, where the chain starts (the official code noises it to ``steps - 1`` whatever
+``sampling_steps``); with ``sampling_steps`` >= ``steps`` both agree: noised to ``steps - 1``, then ``sampling_steps``
+reverse steps, those past ``steps - 1`` with its coefficients (the official LightGCN runs use ``1.25 * steps``);
+one learning rate for both denoisers (as the official ``diff_lr``; the frozen backbone has no learning rate); biases
+start at zero; the padding item is never recommended.
 """
 
 from logging import getLogger
@@ -41,7 +41,7 @@ from recbole_diffusion.model.layers import DiffRecDenoiser
 from recbole_diffusion.model.sampling import without_padding_item
 from recbole_diffusion.pretrain import check_pretrain_config, pretrained_embeddings
 from recbole_diffusion.utils import register_model
-from recbole_diffusion.validation import ConfigError, int_in, number
+from recbole_diffusion.validation import ConfigError, number, positive_int
 
 VANISHED_WEIGHT = 1e-6  # a batch whose triples all weigh less than this gives the optimiser nothing to follow
 
@@ -54,7 +54,7 @@ class DDRM(GeneralRecommender):
     def check_config(cls, config):
         """Check every key the model reads; no data needed."""
         check_betas_config(config, variant="diffrec")
-        int_in("sampling_steps", config["sampling_steps"], 1, config["steps"], " (steps)")
+        positive_int("sampling_steps", config["sampling_steps"])
         DiffRecDenoiser.check_config(config)
         number("alpha", config["alpha"], 0, 1)
         number("beta", config["beta"], 0)
@@ -150,7 +150,8 @@ class DDRM(GeneralRecommender):
         history = self.history_items[user]
         history_mean = self.item_embedding[history].sum(1) / self.history_lengths[user][:, None]
         start = self.sampling_steps - 1
-        x_t = self.diffusion.q_sample(history_mean, torch.full_like(user, start))
+        noise_step = min(start, self.diffusion.num_steps - 1)
+        x_t = self.diffusion.q_sample(history_mean, torch.full_like(user, noise_step))
         user_embedding = self.forward(user)
         return self.diffusion.sample_mean(lambda x, t: self.denoise(x, t, user_embedding), x_t, start_step=start)
 
